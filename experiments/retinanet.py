@@ -1,0 +1,107 @@
+r"""RetinaNet (Lin et al. 2017) recipes; pick one with
+``--config=experiments/retinanet.py:<variant>``.
+
+Variants:
+  tiny_digits       default run: small ResNet-FPN on the shipped ``digit_scenes`` data, 128x128;
+                    ~10 min on a 2-core CPU (see README "What was measured").
+  tiny_test         the smallest model, for tests and smoke runs.
+  r50_fpn_coco_1x   the paper's ResNet-50-FPN COCO recipe (Sec. 5.1 "Optimization", Detectron
+                    "1x"): batch 16, SGD momentum 0.9, lr 0.01 with 1k warmup steps, divided by 10
+                    at 60k and 80k, 90k steps, weight decay 1e-4, focal alpha 0.25 gamma 2,
+                    horizontal flip only. Input 1024x1024: the longer side is resized to 1024
+                    (the paper: shorter side 800) and padded, the static-shape form of TF Model
+                    Garden's RetinaNet.
+  r101_fpn_coco_1x  the same with ResNet-101.
+
+Example:
+  python scripts/train.py --config=experiments/retinanet.py:r50_fpn_coco_1x \
+      --workdir=runs/r50 --config.data.data_dir=/data/tfds --config.model.dtype=bfloat16
+"""
+import ml_collections
+
+from jaxdet import config as config_lib
+
+
+def model_config(num_classes, backbone="resnet50"):
+  """The paper's RetinaNet; the tiny variants shrink widths and depths only."""
+  return ml_collections.ConfigDict(dict(
+      family="retinanet",
+      num_classes=num_classes,
+      backbone=backbone,
+      dtype="float32",                    # compute dtype; params stay float32
+      min_level=3, max_level=7,           # P3-P7
+      p6_input="C5",                      # Sec. 4: P6 by a 3x3 stride-2 conv on C5
+      fpn_width=256,
+      head_width=256, head_depth=4,       # 4 x conv3x3-256-ReLU per subnet
+      prior_prob=0.01,                    # Sec. 4 "Initialization", pi
+      anchors=dict(size=4.0, num_scales=3, aspect_ratios=(0.5, 1.0, 2.0)),  # 32^2 on P3, A = 9
+      matcher=dict(positive_threshold=0.5, negative_threshold=0.4,
+                   allow_low_quality_matches=True),
+      loss=dict(focal_alpha=0.25, focal_gamma=2.0,
+                smooth_l1_beta=0.11,      # Detectron's RetinaNet setting
+                box_loss_weight=1.0, box_weights=(1.0, 1.0, 1.0, 1.0)),
+      decode=dict(score_threshold=0.05, pre_nms_topk=1000, nms_iou_threshold=0.5,
+                  max_detections=100),   # Sec. 4 "Inference"
+  ))
+
+
+def coco_1x(backbone):
+  c = config_lib.base_config()
+  c.model = model_config(80, backbone)
+  c.data.train, c.data.eval = "coco/2017:train", "coco/2017:validation"
+  c.data.image_size = (1024, 1024)
+  c.train.batch_size = 16
+  c.train.total_steps = 90_000
+  c.train.log_every = 100
+  c.train.checkpoint_every = 5_000
+  c.train.optimizer.weight_decay = 1e-4
+  c.train.schedule = ml_collections.ConfigDict(dict(
+      name="step", base_lr=0.01, warmup_steps=1000, warmup_factor=0.001,
+      decay_steps=(60_000, 80_000), decay_factor=0.1))
+  c.eval.batch_size = 8
+  return c
+
+
+def tiny(num_classes=10):
+  """Small ResNet-FPN for the 2-core CPU: three levels P3-P5 with anchors of 16-101 pixels
+  (``anchors.size = 2``) for the 10-60 pixel digits of ``digit_scenes``."""
+  c = config_lib.base_config()
+  c.model = model_config(num_classes, "resnet_tiny")
+  c.model.max_level = 5
+  c.model.fpn_width = 64
+  c.model.head_width, c.model.head_depth = 64, 2
+  c.model.anchors.size = 2.0
+  c.data.image_size = (128, 128)
+  c.data.max_boxes = 16
+  return c
+
+
+def get_config(variant="tiny_digits"):
+  if variant == "r50_fpn_coco_1x":
+    c = coco_1x("resnet50")
+  elif variant == "r101_fpn_coco_1x":
+    c = coco_1x("resnet101")
+  elif variant == "tiny_digits":
+    c = tiny()
+    c.train.batch_size = 16
+    c.train.total_steps = 3000
+    c.train.log_every = 100
+    c.train.checkpoint_every = 500
+    c.train.schedule = ml_collections.ConfigDict(dict(
+        name="cosine", base_lr=0.02, warmup_steps=200, warmup_factor=0.01, decay_steps=(),
+        decay_factor=0.1))
+  elif variant == "tiny_test":
+    c = tiny()
+    c.model.fpn_width, c.model.head_width, c.model.head_depth = 16, 16, 1
+    c.data.image_size = (64, 64)
+    c.model.anchors.size = 1.0
+    c.train.batch_size = 8
+    c.train.total_steps = 6
+    c.train.log_every = 2
+    c.train.checkpoint_every = 2
+    c.train.schedule.warmup_steps = 2
+    c.eval.batch_size = 16
+  else:
+    raise ValueError(f"unknown RetinaNet variant {variant!r}; see experiments/retinanet.py")
+  c.lock()
+  return c

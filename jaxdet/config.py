@@ -1,0 +1,39 @@
+"""The config schema shared by every family; experiments/<family>.py fill in ``model`` and the
+paper's recipes. Configs are locked ml_collections: overriding or reading a key that does not
+exist is an error that names the key."""
+import ml_collections
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict()        # family-specific; must set ``family``
+
+  c.data = ml_collections.ConfigDict()
+  c.data.train = "digit_scenes:train"          # jaxdet.data.sources.build_source spec
+  c.data.eval = "digit_scenes:test"
+  c.data.data_dir = ""                         # TFDS data_dir; "" = TFDS default
+  c.data.coco_json_dir = ""                    # folder for "coco_json:<split>" specs
+  c.data.image_size = (128, 128)               # static network input (height, width)
+  c.data.max_boxes = 100                       # ground-truth budget M per image
+  c.data.random_flip = True
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 16                      # global, over all devices and hosts
+  c.train.total_steps = 1000
+  c.train.log_every = 50
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.eval_every = 0                       # 0: evaluate only at the end
+  c.train.ema_decay = 0.0                      # 0: no EMA
+  c.train.optimizer = ml_collections.ConfigDict(dict(
+      name="sgd", momentum=0.9, nesterov=False, weight_decay=1e-4, decay_norm_params=False,
+      grad_clip_norm=0.0))
+  c.train.schedule = ml_collections.ConfigDict(dict(
+      name="step", base_lr=0.01, warmup_steps=1000, warmup_factor=0.001,
+      decay_steps=(600, 800), decay_factor=0.1))
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 16
+  c.eval.metrics = ("coco",)                   # any of "coco", "voc07", "voc12"
+  return c

@@ -1,0 +1,170 @@
+"""tf.data input pipelines: a pure function of (seed, global example index).
+
+Training reads the global example stream g = 0, 1, 2, ...; example g is record
+``permutation(seed, epoch)[g mod n]`` with ``epoch = g // n``, and its augmentation draws from
+stateless random ops seeded with ``(seed, g)``. So the pipeline started at any position yields
+exactly the batches an uninterrupted run would have seen there: the checkpoint stores only the
+position (``examples_seen``). Each host reads its own slice of every global batch.
+
+Record loading and annotation sanitizing run in Python (``tf.numpy_function``; PIL decodes
+with the GIL released); everything after -- augmentation, resize, pad, normalize -- is tf graph.
+"""
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+from jaxdet.data import sanitize
+from jaxdet.data import sources as sources_lib
+from jaxdet.data import transforms
+
+# tf.data runs on the host only: keep TensorFlow off the accelerators JAX owns.
+tf.config.set_visible_devices([], "GPU")
+
+# ImageNet RGB statistics (the backbones' convention), in 0-255 units.
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class RecordLoader:
+  """Loads sanitized records by global example index (runs inside tf.data worker threads)."""
+
+  def __init__(self, source, num_classes, max_boxes, seed, issues, shuffle=True):
+    if len(source) == 0:
+      raise ValueError(f"dataset {source.name} is empty")
+    self.source, self.num_classes, self.max_boxes = source, num_classes, max_boxes
+    self.seed, self.issues, self.shuffle = seed, issues, shuffle
+
+    self.permutation = functools.lru_cache(maxsize=2)(self._permutation)
+
+  def _permutation(self, epoch):
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+
+  def record_index(self, position):
+    epoch, offset = divmod(int(position), len(self.source))
+    return int(self.permutation(epoch)[offset]) if self.shuffle else offset
+
+  def load(self, position):
+    """Record at stream ``position``; an undecodable one is counted and replaced by the record
+    at the next position (keeping one example per position keeps resumption exact)."""
+    n = len(self.source)
+    for step in range(n):
+      index = self.record_index(position + step)
+      try:
+        return self.source[index]
+      except sources_lib.CorruptImageError as e:
+        self.issues.add("corrupt_image", 1, str(e))
+    raise RuntimeError(f"no decodable image in {self.source.name}")
+
+  def targets(self, record, where):
+    boxes, labels, _ = sanitize.sanitize_annotations(record, self.num_classes, self.issues, where)
+    if len(boxes) > self.max_boxes:
+      self.issues.add("boxes_truncated", len(boxes) - self.max_boxes,
+                      f"{where}: {len(boxes)} boxes, budget {self.max_boxes}")
+      boxes, labels = boxes[:self.max_boxes], labels[:self.max_boxes]
+    return boxes, labels
+
+  def train_example(self, position):
+    record = self.load(position)
+    boxes, labels = self.targets(record, f"{self.source.name} image {record['image_id']}")
+    return record["image"], boxes, labels
+
+  def eval_example(self, index, is_padded):
+    """``(image, image_id, skip)`` of record ``index``. Padding slots and undecodable images
+    (counted) are skipped: a 1x1 blank with ``skip`` set, which the evaluator leaves out."""
+    if not is_padded:
+      try:
+        record = self.source[int(index)]
+        return record["image"], np.int64(record["image_id"]), False
+      except sources_lib.CorruptImageError as e:
+        self.issues.add("corrupt_image", 1, str(e))
+    return np.zeros((1, 1, 3), np.uint8), np.int64(-1), True
+
+
+def normalize(image):
+  return (tf.cast(image, tf.float32) - PIXEL_MEAN) / PIXEL_STD
+
+
+def pad_targets(boxes, labels, max_boxes):
+  n = tf.shape(boxes)[0]
+  pad = max_boxes - n
+  return {"boxes": tf.pad(boxes, [[0, pad], [0, 0]]),
+          "labels": tf.pad(labels, [[0, pad]]),
+          "mask": tf.range(max_boxes) < n}
+
+
+def _options():
+  options = tf.data.Options()
+  options.deterministic = True
+  options.experimental_optimization.map_parallelization = True
+  return options
+
+
+def train_dataset(source, data_config, *, num_classes, global_batch_size, start_example, seed,
+                  issues, process_index=0, process_count=1, augment=None):
+  """Infinite batches for this host from global example ``start_example`` (a batch boundary).
+
+  ``augment(image, boxes, seeds) -> (image, boxes)`` is the family's augmentation (tf graph,
+  ``seeds [k, 2]`` independent stateless seeds); random horizontal flip is always available
+  through ``data_config.random_flip``.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} hosts")
+  if start_example % global_batch_size:
+    raise ValueError(f"start_example {start_example} is not a multiple of the global batch")
+  local = global_batch_size // process_count
+  height, width = data_config.image_size
+  loader = RecordLoader(source, num_classes, data_config.max_boxes, seed, issues)
+
+  def position(j):  # j-th example of this host -> global stream position
+    return (j // local) * global_batch_size + process_index * local + j % local
+
+  def load_and_transform(g):
+    image, boxes, labels = tf.numpy_function(loader.train_example, [g],
+                                             [tf.uint8, tf.float32, tf.int32], stateful=False)
+    image = tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32)  # 0-255
+    boxes = tf.ensure_shape(boxes, [None, 4])
+    labels = tf.ensure_shape(labels, [None])
+    seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), g]), 8)
+    if augment is not None:
+      image, boxes = augment(image, boxes, seeds[1:])
+    if data_config.random_flip:
+      image, boxes = transforms.random_horizontal_flip(image, boxes, seeds[0])
+    image, boxes, _ = transforms.resize_and_pad(normalize(image), boxes, height, width)
+    return {"image": image, **pad_targets(boxes, labels, data_config.max_boxes)}
+
+  start_local = start_example // process_count
+  ds = tf.data.Dataset.range(start_local, np.iinfo(np.int64).max).map(position)
+  ds = ds.map(load_and_transform, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(_options())
+
+
+def eval_dataset(source, data_config, *, batch_size, issues, process_index=0, process_count=1):
+  """One pass over ``source`` in order, padded to whole batches.
+
+  Yields ``image``, ``image_id``, ``scale [2]`` (input pixels per original pixel, (y, x)) and
+  ``skip``: padding, or an undecodable image (counted), to leave out of the evaluation, as the
+  MLPerf reference pads its eval set. Ground truth is read from the source by the evaluator.
+  """
+  if batch_size % process_count:
+    raise ValueError(f"eval batch {batch_size} not divisible by {process_count} hosts")
+  local = batch_size // process_count
+  height, width = data_config.image_size
+  loader = RecordLoader(source, 1, 0, 0, issues, shuffle=False)
+  n = len(source)
+  total = -(-n // batch_size) * batch_size
+
+  def load_and_transform(i):
+    image, image_id, skip = tf.numpy_function(loader.eval_example, [tf.minimum(i, n - 1), i >= n],
+                                              [tf.uint8, tf.int64, tf.bool], stateful=False)
+    image = tf.ensure_shape(image, [None, None, 3])
+    image, _, scale = transforms.resize_and_pad(normalize(image), tf.zeros([0, 4]), height, width)
+    return {"image": image, "image_id": tf.ensure_shape(image_id, []),
+            "scale": scale, "skip": tf.ensure_shape(skip, [])}
+
+  ds = tf.data.Dataset.range(total)
+  ds = ds.filter(lambda i: (i // local) % process_count == process_index)
+  ds = ds.map(load_and_transform, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(_options())

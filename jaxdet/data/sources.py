@@ -1,0 +1,316 @@
+"""Random-access detection datasets: TFDS (``coco/2017``, ``voc/2007``, ``voc/2012``, the
+project's ``digit_scenes``) and folders in COCO-json format.
+
+A source is a sequence of records in one format, the only place where dataset formats meet
+jaxdet's conventions:
+
+  ``source[i]`` -> dict(image: uint8 [h, w, 3] RGB, **source.annotations(i))
+  ``source.annotations(i)`` -> dict(boxes: float64 [n, 4] (x1, y1, x2, y2) original pixels,
+      labels: int64 [n] contiguous in [0, num_classes), ignore: bool [n] (COCO crowd / VOC
+      difficult), area: float64 [n] (COCO's segment area where known, else box area),
+      image_id: int, height: int, width: int)
+
+Random access (not a stream) makes the input pipeline a pure function of the example index,
+which is what lets a resumed run see exactly the batches it would have seen. Undecodable images
+raise :class:`CorruptImageError` from ``source[i]``; the pipeline counts and skips them.
+
+Nothing here downloads: a dataset that is not prepared gives an error saying how to prepare it.
+"""
+import dataclasses
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+
+class CorruptImageError(ValueError):
+  """An image that cannot be decoded."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """A dataset that is not prepared on this machine."""
+
+
+def decode_image(encoded, what):
+  """RGB uint8 array of an encoded image; :class:`CorruptImageError` if it cannot be decoded."""
+  try:
+    with Image.open(io.BytesIO(encoded)) as image:
+      return np.asarray(image.convert("RGB"))
+  except Exception as e:  # PIL raises many types for bad data
+    raise CorruptImageError(f"cannot decode {what}: {e}") from e
+
+
+def image_size_of(encoded, what):
+  """(height, width) read from the image header only."""
+  try:
+    with Image.open(io.BytesIO(encoded)) as image:
+      return image.height, image.width
+  except Exception as e:  # PIL raises many types for bad data
+    raise CorruptImageError(f"cannot read the header of {what}: {e}") from e
+
+
+class Source:
+  """Base of the random-access sources (see module doc)."""
+  name: str
+  class_names: tuple
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+  def __len__(self):
+    raise NotImplementedError
+
+  def annotations(self, index):
+    raise NotImplementedError
+
+  def encoded_image(self, index):
+    raise NotImplementedError
+
+  def __getitem__(self, index):
+    """The record with its decoded image; ``height``/``width`` are the decoded image's (an
+    annotation file that states another size is overruled)."""
+    image = decode_image(self.encoded_image(index), f"{self.name}[{index}]")
+    return dict(self.annotations(index), image=image, height=image.shape[0],
+                width=image.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# TFDS datasets.
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsFields:
+  """Where a TFDS detection dataset keeps what a record needs (None: absent)."""
+  image_id: str = None
+  ignore: str = None
+  area: str = None
+
+
+TFDS_FIELDS = {
+    "coco": TfdsFields(image_id="image/id", ignore="is_crowd", area="area"),
+    "voc": TfdsFields(ignore="is_difficult"),
+    "digit_scenes": TfdsFields(image_id="image/id"),
+}
+
+PREPARE_HELP = (
+    "Prepare it once, offline from this program, in array_record format (random access is what "
+    "makes resumed runs exact):\n"
+    "  tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
+    "(COCO and VOC need their archives: see the TFDS catalog page of {name} for manual download "
+    "instructions), or convert an existing TFRecord copy:\n"
+    "  tfds convert_format --dataset_version_dir={data_dir}/{name}/<version> "
+    "--out_file_format=array_record")
+
+
+class TfdsSource(Source):
+  """One split of a prepared TFDS detection dataset, read with random access."""
+
+  def __init__(self, name, split, data_dir=None):
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    family = name.split("/")[0]
+    if family not in TFDS_FIELDS:
+      raise ValueError(f"unsupported TFDS dataset {name!r}; supported: {sorted(TFDS_FIELDS)} "
+                       "(or a COCO-json folder)")
+    self.name, self.fields = f"{name}:{split}", TFDS_FIELDS[family]
+    if family == "digit_scenes":
+      from jaxdet.data import digit_scenes  # pylint: disable=import-outside-toplevel
+      builder = digit_scenes.prepare(data_dir)
+    else:
+      builder = tfds.builder(name, data_dir=data_dir)
+    shown_dir = data_dir or "~/tensorflow_datasets"
+    if not builder.is_prepared():
+      raise DatasetNotFoundError(f"TFDS dataset {name!r} is not prepared in {shown_dir}. " +
+                                 PREPARE_HELP.format(name=name, data_dir=shown_dir))
+    try:
+      self._records = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+    except Exception as e:  # TFRecord-only copies have no random access
+      raise DatasetNotFoundError(f"TFDS dataset {name!r} in {shown_dir} cannot be read with random "
+                                 f"access ({e}). " +
+                                 PREPARE_HELP.format(name=name, data_dir=shown_dir)) from e
+    self.class_names = tuple(builder.info.features["objects"]["label"].names)
+
+  def __len__(self):
+    return len(self._records)
+
+  def encoded_image(self, index):
+    return self._records[index]["image"]
+
+  def annotations(self, index):
+    record = self._records[index]
+    objects = record["objects"]
+    height, width = image_size_of(record["image"], f"{self.name}[{index}]")
+    yxyx = np.asarray(objects["bbox"], np.float64).reshape(-1, 4)  # normalized (y1, x1, y2, x2)
+    boxes = yxyx[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float64)
+    n = len(boxes)
+    f = self.fields
+    area = (np.asarray(objects[f.area], np.float64) if f.area else
+            (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    return dict(boxes=boxes, labels=np.asarray(objects["label"], np.int64).reshape(n),
+                ignore=(np.asarray(objects[f.ignore], bool).reshape(n) if f.ignore
+                        else np.zeros(n, bool)),
+                area=area.reshape(n),
+                image_id=int(record[f.image_id]) if f.image_id else index,
+                height=height, width=width)
+
+
+# --------------------------------------------------------------------------------------------
+# COCO-json folders.
+
+
+def find_coco_json(directory, split):
+  """``(annotation file, image root)`` of ``split`` in a COCO-json folder.
+
+  Accepted layouts: COCO's own (``annotations/instances_<split>.json`` + ``<split>/``) or a
+  flat one (``<split>.json`` + ``<split>/`` or ``images/``; image paths relative to it).
+  """
+  candidates = [os.path.join(directory, "annotations", f"instances_{split}.json"),
+                os.path.join(directory, f"{split}.json")]
+  annotation_file = next((c for c in candidates if os.path.isfile(c)), None)
+  if annotation_file is None:
+    raise DatasetNotFoundError(f"no annotations for split {split!r} in COCO-json folder "
+                               f"{directory!r}: expected one of {candidates}")
+  roots = [os.path.join(directory, split), os.path.join(directory, "images"), directory]
+  return annotation_file, next(r for r in roots if os.path.isdir(r))
+
+
+def coco_json_splits(directory):
+  """``(train split, eval split)`` of a COCO-json folder: ``train``/``val`` or COCO's
+  ``train2017``/``val2017``."""
+  for train, val in (("train", "val"), ("train2017", "val2017")):
+    try:
+      find_coco_json(directory, train), find_coco_json(directory, val)
+      return train, val
+    except DatasetNotFoundError:
+      continue
+  raise DatasetNotFoundError(
+      f"{directory!r} is not a COCO-json folder: expected train.json + val.json (images in "
+      "train/ and val/, or images/) or COCO's annotations/instances_train2017.json + "
+      "annotations/instances_val2017.json with train2017/ and val2017/")
+
+
+class CocoJsonSource(Source):
+  """A folder of images with a COCO "instances" json (see :func:`find_coco_json`).
+
+  Categories are sorted by id and numbered 0..K-1; boxes are ``[x, y, w, h]`` in the json.
+  """
+
+  def __init__(self, directory, split):
+    self.name = f"coco_json:{directory}:{split}"
+    self.annotation_file, self.image_root = find_coco_json(directory, split)
+    with open(self.annotation_file, encoding="utf-8") as f:
+      coco = json.load(f)
+    categories = sorted(coco["categories"], key=lambda c: c["id"])
+    self.class_names = tuple(c["name"] for c in categories)
+    self.category_ids = tuple(c["id"] for c in categories)
+    label_of = {cid: i for i, cid in enumerate(self.category_ids)}
+    self._images = sorted(coco["images"], key=lambda im: im["id"])
+    per_image = {im["id"]: [] for im in self._images}
+    for ann in coco.get("annotations", []):
+      per_image.setdefault(ann["image_id"], []).append(ann)
+    # Unknown category ids become label -1: the pipeline counts and drops them.
+    self._annotations = [self._arrays(per_image[im["id"]], label_of) for im in self._images]
+
+  @staticmethod
+  def _arrays(anns, label_of):
+    xywh = np.asarray([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+    return dict(boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+                labels=np.asarray([label_of.get(a["category_id"], -1) for a in anns], np.int64),
+                ignore=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool),
+                area=np.asarray([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns],
+                                np.float64))
+
+  def __len__(self):
+    return len(self._images)
+
+  def encoded_image(self, index):
+    path = os.path.join(self.image_root, self._images[index]["file_name"])
+    try:
+      with open(path, "rb") as f:
+        return f.read()
+    except OSError as e:
+      raise CorruptImageError(f"cannot read {path}: {e}") from e
+
+  def annotations(self, index):
+    image = self._images[index]
+    return dict(image_id=int(image["id"]), height=int(image["height"]), width=int(image["width"]),
+                **self._annotations[index])
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class FileListSource(Source):
+  """The user's image files, without annotations (scripts/predict.py); image id = position."""
+
+  def __init__(self, paths, class_names):
+    self.name, self.paths, self.class_names = "files", list(paths), tuple(class_names)
+
+  def __len__(self):
+    return len(self.paths)
+
+  def encoded_image(self, index):
+    try:
+      with open(self.paths[index], "rb") as f:
+        return f.read()
+    except OSError as e:
+      raise CorruptImageError(f"cannot read {self.paths[index]}: {e}") from e
+
+  def annotations(self, index):
+    height, width = image_size_of(self.encoded_image(index), self.paths[index])
+    return dict(boxes=np.zeros((0, 4)), labels=np.zeros(0, np.int64), ignore=np.zeros(0, bool),
+                area=np.zeros(0), image_id=index, height=height, width=width)
+
+
+class ConcatSource(Source):
+  """Several sources with the same classes read as one; image ids become the global index so
+  they stay unique (e.g. VOC2007 + VOC2012 trainval)."""
+
+  def __init__(self, sources):
+    names = {s.class_names for s in sources}
+    if len(names) != 1:
+      raise ValueError(f"cannot concatenate sources with different classes: {names}")
+    self.sources = list(sources)
+    self.name = ",".join(s.name for s in sources)
+    self.class_names = sources[0].class_names
+    self._offsets = np.cumsum([0] + [len(s) for s in sources])
+
+  def __len__(self):
+    return int(self._offsets[-1])
+
+  def _locate(self, index):
+    part = int(np.searchsorted(self._offsets, index, side="right") - 1)
+    return self.sources[part], index - int(self._offsets[part])
+
+  def encoded_image(self, index):
+    source, local = self._locate(index)
+    return source.encoded_image(local)
+
+  def annotations(self, index):
+    source, local = self._locate(index)
+    return dict(source.annotations(local), image_id=index)
+
+
+def build_source(spec, data_dir=None, coco_json_dir=None):
+  """A source from a spec: comma-separated ``"<name>:<split>[+<split>...]"`` parts, where
+  ``<name>`` is a TFDS name (``coco/2017``, ``voc/2007``, ``digit_scenes``) or ``coco_json`` (a
+  split of the folder ``coco_json_dir``). E.g.
+  ``"voc/2007:train+validation,voc/2012:train+validation"``.
+  """
+  parts = []
+  for part in spec.split(","):
+    name, _, splits = part.strip().rpartition(":")
+    if not name or not splits:
+      raise ValueError(f"dataset spec {spec!r}: each part must be '<name>:<split>', "
+                       "e.g. 'coco/2017:train'")
+    for split in splits.split("+"):
+      if name == "coco_json":
+        if not coco_json_dir:
+          raise ValueError(f"{spec!r} needs a folder: pass --coco_json_dir "
+                           "(config.data.coco_json_dir)")
+        parts.append(CocoJsonSource(coco_json_dir, split))
+      else:
+        parts.append(TfdsSource(name, split, data_dir))
+  return parts[0] if len(parts) == 1 else ConcatSource(parts)

@@ -1,0 +1,30 @@
+"""Image + box transforms in tf graph. Boxes are (x1, y1, x2, y2) pixels of the current image;
+randomness is stateless, seeded per example, so a transform is a pure function of its seed."""
+import tensorflow as tf
+
+
+def random_horizontal_flip(image, boxes, seed):
+  """Mirrors image and boxes with probability 1/2."""
+  width = tf.cast(tf.shape(image)[1], boxes.dtype)
+  flip = tf.random.stateless_uniform([], seed) < 0.5
+  flipped_boxes = tf.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]],
+                           axis=1)
+  return (tf.cond(flip, lambda: image[:, ::-1], lambda: image),
+          tf.cond(flip, lambda: flipped_boxes, lambda: boxes))
+
+
+def resize_and_pad(image, boxes, height, width):
+  """Scales the image to fit inside ``height x width`` keeping its aspect ratio, pads the bottom
+  and right with zeros (the mean, once normalized), and scales the boxes alike.
+
+  Returns ``(image [height, width, C] float32, boxes, scale [2])`` with ``scale = (s_y, s_x)``
+  the input pixels per original pixel (equal up to rounding of the resized size).
+  """
+  size = tf.cast(tf.shape(image)[:2], tf.float32)
+  factor = tf.minimum(height / size[0], width / size[1])
+  new_size = tf.maximum(tf.cast(tf.round(size * factor), tf.int32), 1)
+  image = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bilinear")
+  image = tf.image.pad_to_bounding_box(image, 0, 0, height, width)
+  scale = tf.cast(new_size, tf.float32) / size
+  boxes = boxes * tf.stack([scale[1], scale[0], scale[1], scale[0]])
+  return image, boxes, scale

@@ -1,0 +1,11 @@
+"""Detector families. ``build(config.model)`` returns the family's :class:`Detector`."""
+import importlib
+
+FAMILIES = ("retinanet",)
+
+
+def build(model_config):
+  family = model_config.family
+  if family not in FAMILIES:
+    raise ValueError(f"unknown detector family {family!r}; available: {FAMILIES}")
+  return importlib.import_module(f"jaxdet.detectors.{family}").build(model_config)

@@ -1,0 +1,50 @@
+"""The interface every detector family implements; train/ and evaluation/ use nothing else.
+
+A family (one file in jaxdet/detectors/) builds a ``Detector`` from its config:
+  * ``model``: a Flax module, ``model.apply(variables, images, train=...) -> outputs`` (a dict
+    of arrays, float32);
+  * ``loss(outputs, batch) -> (scalar, metrics)``: target assignment and the paper's loss, on the
+    padded batch of DESIGN.md (``image [B,H,W,3]``, ``boxes [B,M,4]``, ``labels [B,M]``,
+    ``mask [B,M]``), normalised over the *global* batch;
+  * ``decode(outputs, image_size) -> Detections``: boxes in input pixels after NMS, static shape.
+"""
+import abc
+
+import jax.numpy as jnp
+
+from jaxdet.ops.nms import Detections  # noqa: F401  (re-exported: the decode() return type)
+
+
+class Detector(abc.ABC):
+  """Base class of the detector families."""
+
+  def __init__(self, model, num_classes):
+    self.model = model
+    self.num_classes = num_classes
+
+  def init(self, rng, image_size):
+    """Variables (``params`` and e.g. ``batch_stats``) for inputs of ``image_size = (h, w)``."""
+    dummy = jnp.zeros((1, *image_size, 3), jnp.float32)
+    return self.model.init(rng, dummy, train=False)
+
+  def apply(self, variables, images, train=False, rng=None):
+    """Forward pass -> ``(outputs, updated non-parameter collections)``; ``rng`` feeds
+    stochastic layers (dropout) in training."""
+    if train:
+      rngs = {"dropout": rng} if rng is not None else {}
+      return self.model.apply(variables, images, train=True, mutable=["batch_stats"], rngs=rngs)
+    return self.model.apply(variables, images, train=False), {}
+
+  @abc.abstractmethod
+  def loss(self, outputs, batch):
+    """Returns ``(loss, metrics)``; ``loss`` is a float32 scalar."""
+
+  @abc.abstractmethod
+  def decode(self, outputs, image_size):
+    """Returns :class:`Detections` in input-pixel ``(x1, y1, x2, y2)``."""
+
+
+def safe_normalizer(count):
+  """``max(1, count)`` as float32: the loss of a batch without positives is its raw sum (0 for
+  the positive-only terms) rather than NaN."""
+  return jnp.maximum(jnp.asarray(count, jnp.float32), 1.0)

@@ -1,0 +1,102 @@
+"""Evaluation of any family: run ``detector.decode`` over a source, map detections back to the
+original image pixels, and score them with COCO AP (pycocotools) and/or VOC07 / VOC12 AP."""
+import jax
+import numpy as np
+
+from jaxdet.data import pipeline
+from jaxdet.data import sources
+from jaxdet.evaluation import coco
+from jaxdet.evaluation import voc
+from jaxdet.train import sharding
+from jaxdet.train import state as state_lib
+
+METRICS = ("coco", "voc07", "voc12")
+
+
+def ground_truths(source, issues):
+  """``{image_id: annotations}`` in original pixels (see jaxdet.data.sources); records whose
+  image header is unreadable are counted and left out."""
+  gts = {}
+  for i in range(len(source)):
+    try:
+      gt = source.annotations(i)
+    except sources.CorruptImageError as e:
+      issues.add("corrupt_image", 1, str(e))
+      continue
+    gts[gt["image_id"]] = gt
+  return gts
+
+
+def to_original_pixels(boxes, scale, height, width):
+  """Input-pixel boxes -> original-image pixels (``scale = (s_y, s_x)``), clipped to the image."""
+  boxes = boxes / np.array([scale[1], scale[0], scale[1], scale[0]])
+  return np.clip(boxes, 0.0, [width, height, width, height])
+
+
+def make_detect_fn(detector, image_size, mesh):
+  """Jitted ``(variables, batch) -> (Detections, batch metadata)``, replicated on every host so
+  each one sees the whole global batch."""
+  predict = state_lib.make_predict_step(detector, image_size)
+
+  def detect_batch(variables, batch):
+    meta = {k: batch[k] for k in ("image_id", "scale", "skip")}
+    return predict(variables, batch["image"]), meta
+
+  return jax.jit(detect_batch,
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def detect(detector, variables, source, gts, config, mesh, issues):
+  """``{image_id: dict(boxes, scores, labels)}`` in original pixels, for every image of
+  ``source`` that could be decoded."""
+  detect_batch = make_detect_fn(detector, tuple(config.data.image_size), mesh)
+  dataset = pipeline.eval_dataset(source, config.data, batch_size=config.eval.batch_size,
+                                  issues=issues, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+  detections = {}
+  for batch in dataset.as_numpy_iterator():
+    dets, meta = jax.device_get(detect_batch(variables, sharding.global_batch(batch, mesh)))
+    for i in np.flatnonzero(~meta["skip"]):
+      image_id = int(meta["image_id"][i])
+      keep = dets.valid[i]
+      gt = gts[image_id]
+      detections[image_id] = dict(
+          boxes=to_original_pixels(dets.boxes[i][keep], meta["scale"][i], gt["height"],
+                                   gt["width"]),
+          scores=dets.scores[i][keep], labels=dets.classes[i][keep])
+  return detections
+
+
+def score(detections, gts, source, metrics):
+  """``(metrics dict, printable report)`` for the requested ``metrics``."""
+  unknown = set(metrics) - set(METRICS)
+  if unknown:
+    raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+  results, report = {}, []
+  if "coco" in metrics:
+    cat_ids = coco.category_ids(source)
+    stats, table = coco.evaluate_coco(
+        coco.ground_truth_dataset(gts, source.class_names, cat_ids),
+        coco.detection_results(detections, cat_ids))
+    results.update({f"coco/{k}": v for k, v in stats.items()})
+    report.append(f"COCO box AP ({len(gts)} images):\n{table}")
+  for name in ("voc07", "voc12"):
+    if name in metrics:
+      voc_gts = {i: dict(boxes=g["boxes"], labels=g["labels"], difficult=g["ignore"])
+                 for i, g in gts.items()}
+      voc_result = voc.evaluate_voc(detections, voc_gts, source.num_classes,
+                                    use_07_metric=name == "voc07")
+      results[f"{name}/mAP"] = voc_result["mAP"]
+      per_class = "\n".join(f"  {n:>15s}: {ap:.4f}" for n, ap in
+                            zip(source.class_names, voc_result["AP_per_class"]))
+      report.append(f"{name.upper()} mAP@0.5 = {voc_result['mAP']:.4f}\n{per_class}\n")
+  return results, "\n".join(report)
+
+
+def evaluate(detector, variables, source, config, mesh, issues):
+  """Detects over ``source`` and scores; images that cannot be decoded leave the evaluation."""
+  gts = ground_truths(source, issues)
+  detections = detect(detector, variables, source, gts, config, mesh, issues)
+  gts = {image_id: gts[image_id] for image_id in detections}
+  return score(detections, gts, source, tuple(config.eval.metrics))

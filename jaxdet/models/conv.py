@@ -1,0 +1,92 @@
+"""2-D convolutions shaped for XLA:CPU's fast paths (GPU/TPU keep ``lax.conv_general_dilated``).
+
+XLA:CPU runs a forward convolution near the machine's matmul speed, but lowers the *kernel*
+gradient (batch and feature dimensions swapped) to a path 2-8x slower, and 1x1 convolutions and
+their input gradients to paths slower than the matrix product they are. Together they made the
+R50-FPN RetinaNet train step on CPU twice as slow as its FLOPs (BENCHMARKS.md). So on CPU:
+
+* a 1x1 convolution is the matrix product ``X[:, ::s, ::s] W`` (its gradients are products too);
+* a k x k convolution keeps XLA's forward pass and input gradient, and computes the kernel
+  gradient per tap (i, j) as one [C_in, N H W] x [N H W, C_out] product, the forward's FLOPs:
+
+  dW[i, j] = sum over (n, y, x) of  X_pad[n, y s_h + i d_h, x s_w + j d_w, :]^T  dY[n, y, x, :].
+"""
+import functools
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, w, strides, padding, dilation):
+  return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
+                                  dimension_numbers=NHWC)
+
+
+def kernel_gradient(x, dy, kernel_shape, strides, padding, dilation):
+  """dL/dW of ``_conv`` from its input ``x`` and output gradient ``dy`` (module docstring)."""
+  kh, kw, cin, cout = kernel_shape
+  (sh, sw), (dh, dw) = strides, dilation
+  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  n, out_h, out_w, _ = dy.shape
+  dy = dy.reshape(-1, cout)
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)   # bf16 inputs sum in float32
+  taps = []
+  for i in range(kh):
+    for j in range(kw):
+      start = (0, i * dh, j * dw, 0)
+      limit = (n, i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, cin)
+      patch = lax.slice(x, start, limit, (1, sh, sw, 1))
+      # A 2-D [C_in, NHW] x [NHW, C_out] product: ~1.5x faster on XLA:CPU than the einsum
+      # contracting (n, h, w) directly.
+      taps.append(jnp.matmul(patch.reshape(-1, cin).T, dy, preferred_element_type=accumulate))
+  return jnp.stack(taps).reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_fast_kernel_grad(x, w, strides, padding, dilation):
+  return _conv(x, w, strides, padding, dilation)
+
+
+def _forward(x, w, strides, padding, dilation):
+  return _conv(x, w, strides, padding, dilation), (x, w)
+
+
+def _backward(strides, padding, dilation, residuals, dy):
+  x, w = residuals
+  _, input_vjp = jax.vjp(lambda x_: _conv(x_, w, strides, padding, dilation), x)
+  (dx,) = input_vjp(dy)
+  dw = kernel_gradient(x, dy, w.shape, strides, padding, dilation).astype(w.dtype)
+  return dx, dw
+
+
+conv_fast_kernel_grad.defvjp(_forward, _backward)
+
+
+def pointwise_conv(x, w, strides):
+  """A 1x1 convolution without padding: a matrix product over the channels."""
+  if any(s > 1 for s in strides):
+    x = lax.slice(x, (0, 0, 0, 0), x.shape, (1, *strides, 1))
+  return jnp.matmul(x, w.reshape(w.shape[2:]))
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """Drop-in for ``lax.conv_general_dilated`` (``flax.linen.Conv(conv_general_dilated=...)``):
+  on CPU, plain NHWC convolutions with explicit padding take the fast forms of the module
+  docstring; anything else is XLA's convolution."""
+  rhs_dilation = tuple(rhs_dilation or (1,) * (lhs.ndim - 2))
+  plain = (jax.default_backend() == "cpu" and lhs.ndim == 4 and feature_group_count == 1
+           and precision is None and not kwargs and not isinstance(padding, str)
+           and all(d == 1 for d in (lhs_dilation or (1, 1)))
+           and dimension_numbers == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC))
+  if plain and rhs.shape[:2] == (1, 1) and all(tuple(p) == (0, 0) for p in padding):
+    return pointwise_conv(lhs, rhs, tuple(window_strides))
+  if plain:
+    return conv_fast_kernel_grad(lhs, rhs, tuple(window_strides),
+                                 tuple(tuple(p) for p in padding), rhs_dilation)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers, feature_group_count, precision=precision,
+                                  **kwargs)

@@ -1,0 +1,34 @@
+"""Element-wise detection losses, computed in float32 whatever the network's compute dtype."""
+import jax
+import jax.numpy as jnp
+
+
+def sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0):
+  """Focal loss FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t) (Lin et al. 2017, Eq. 5).
+
+  Element-wise over ``logits`` with binary ``targets`` of the same shape. Computed in log space:
+  ``log p_t`` and ``log(1 - p_t)`` come from ``log_sigmoid``, and the modulating factor is
+  ``exp(gamma * log(1 - p_t))``, so neither extreme logits nor ``gamma = 0`` (where the naive
+  ``pow(0, 0)`` has a NaN gradient) produce NaN. ``alpha < 0`` disables the alpha weighting.
+  """
+  logits = logits.astype(jnp.float32)
+  targets = targets.astype(jnp.float32)
+  log_p = jax.nn.log_sigmoid(logits)           # log sigma(x)
+  log_not_p = jax.nn.log_sigmoid(-logits)      # log(1 - sigma(x))
+  log_p_t = targets * log_p + (1 - targets) * log_not_p
+  log_not_p_t = targets * log_not_p + (1 - targets) * log_p
+  loss = -jnp.exp(gamma * log_not_p_t) * log_p_t
+  if alpha >= 0:
+    loss = (targets * alpha + (1 - targets) * (1 - alpha)) * loss
+  return loss
+
+
+def smooth_l1(x, beta=1.0):
+  """Smooth L1 (Girshick 2015, Eq. 3), Huber-like with transition at ``beta``; ``beta = 0`` is L1.
+
+  0.5 x^2 / beta if |x| < beta, else |x| - 0.5 beta.
+  """
+  x = jnp.abs(x.astype(jnp.float32))
+  if beta <= 0:
+    return x
+  return jnp.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)

@@ -1,0 +1,52 @@
+"""Assignment of ground truth to anchors, vectorized over a padded batch.
+
+Ground truth arrives padded (DESIGN.md): ``boxes [B, M, 4]``, ``mask [B, M]``. Padded slots
+never match anything.
+"""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxdet.ops import boxes as box_ops
+
+POSITIVE, NEGATIVE, IGNORE = 1, 0, -1
+
+
+class Match(NamedTuple):
+  matched_gt: jax.Array  # [B, N] int32 index of the best ground-truth slot (meaningful if positive)
+  labels: jax.Array      # [B, N] int32: POSITIVE, NEGATIVE or IGNORE
+
+
+def max_iou_match(anchors, gt_boxes, gt_mask, *, positive_threshold=0.5, negative_threshold=0.4,
+                  allow_low_quality_matches=True):
+  """Max-IoU matcher of RetinaNet (Lin et al. 2017, Sec. 4 "Anchors"), as in Faster R-CNN.
+
+  An anchor is positive when its best IoU with a truth is ``>= positive_threshold`` (0.5),
+  negative when ``< negative_threshold`` (0.4) and ignored in between. With
+  ``allow_low_quality_matches`` every truth also claims the anchors that reach its highest IoU
+  (ties included, IoU > 0), so no truth is left without an anchor; such an anchor keeps its own
+  best truth as target (Detectron / torchvision behaviour).
+
+  Args:
+    anchors: ``[N, 4]`` anchors shared by the batch.
+    gt_boxes: ``[B, M, 4]`` padded ground truth.
+    gt_mask: ``[B, M]`` True for real boxes.
+  """
+  iou = box_ops.pairwise_iou(anchors[None], gt_boxes)           # [B, N, M]
+  iou = jnp.where(gt_mask[:, None, :], iou, -1.0)
+  best_iou = jnp.max(iou, axis=-1)
+  matched_gt = jnp.argmax(iou, axis=-1).astype(jnp.int32)
+  labels = jnp.where(best_iou >= positive_threshold, POSITIVE,
+                     jnp.where(best_iou < negative_threshold, NEGATIVE, IGNORE))
+  if allow_low_quality_matches:
+    best_per_gt = jnp.max(iou, axis=1, keepdims=True)             # [B, 1, M]
+    reaches_best = (iou == best_per_gt) & (best_per_gt > 0)
+    labels = jnp.where(jnp.any(reaches_best, axis=-1), POSITIVE, labels)
+  return Match(matched_gt=matched_gt, labels=labels.astype(jnp.int32))
+
+
+def gather_matched(values, matched_gt):
+  """``values [B, M, ...]`` gathered at ``matched_gt [B, N]`` -> ``[B, N, ...]``."""
+  index = matched_gt.reshape(matched_gt.shape + (1,) * (values.ndim - 2))
+  return jnp.take_along_axis(values, index, axis=1)

@@ -1,0 +1,57 @@
+"""What the scripts share: the default config and command-line adjustments of a config."""
+import logging
+import os
+import sys
+
+from absl import logging as absl_logging
+
+from jaxdet.data import sources
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, "experiments", "retinanet.py") + ":tiny_digits"
+
+
+def setup_logging():
+  """jaxdet's progress to stdout; the libraries' INFO chatter (orbax, tfds) silenced."""
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logger = logging.getLogger("jaxdet")
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+
+
+def use_coco_json_dir(config, directory):
+  """Points ``config`` at a COCO-json folder: its train split trains, its val split evaluates,
+  and the model gets its number of classes."""
+  train_split, eval_split = sources.coco_json_splits(directory)
+  config.data.coco_json_dir = directory
+  config.data.train = f"coco_json:{train_split}"
+  config.data.eval = f"coco_json:{eval_split}"
+  config.model.num_classes = sources.CocoJsonSource(directory, train_split).num_classes
+  return config
+
+
+def load_trained(workdir, step=None):
+  """``(config, class_names, detector, state, mesh)`` of a workdir's checkpoint (default: the
+  latest), laid out on all local devices, for evaluation and prediction."""
+  from jaxdet import detectors  # pylint: disable=import-outside-toplevel
+  from jaxdet.train import checkpoint  # pylint: disable=import-outside-toplevel
+  from jaxdet.train import sharding  # pylint: disable=import-outside-toplevel
+  from jaxdet.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  config, class_names, step = checkpoint.saved_run(workdir, step)
+  detector = detectors.build(config.model)
+  mesh = sharding.make_mesh()
+  target, _, _ = state_lib.build_state(detector, config, mesh)
+  state, _ = checkpoint.restore(checkpoint.manager(workdir), target, step)
+  return config, class_names, detector, state, mesh
+
+
+def prepare(config, coco_json_dir=None):
+  config = config.copy_and_resolve_references()
+  if coco_json_dir:
+    config = use_coco_json_dir(config, coco_json_dir)
+  config.lock()
+  return config

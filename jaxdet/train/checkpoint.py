@@ -1,0 +1,60 @@
+"""Orbax checkpoints of a run: train state, data position and config, saved asynchronously.
+
+Each step directory holds three items: ``state`` (params, model state, optimizer state, EMA,
+step, rng), ``data`` (``examples_seen``: the input pipeline's position, see jaxdet.data.pipeline)
+and ``config`` (the run's full config as JSON, so evaluate/predict need only the workdir).
+Orbax writes to a temporary directory and renames it when complete, so a run killed mid-save
+(even ``kill -9``) resumes from the last complete checkpoint.
+"""
+import os
+
+import flax
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+def checkpoint_dir(workdir):
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def manager(workdir, keep=3, async_save=True):
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                         enable_async_checkpointing=async_save)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_names=("state", "data", "config"))
+
+
+def save(mngr, state, examples_seen, class_names, config):
+  step = int(jax.device_get(state.step))
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+      data=ocp.args.JsonSave({"examples_seen": int(examples_seen),
+                              "class_names": list(class_names)}),
+      config=ocp.args.JsonSave(config.to_dict())))
+
+
+def restore(mngr, target_state, step=None):
+  """``(state, examples_seen)`` of ``step`` (default: latest) laid out like ``target_state``
+  (same shapes, dtypes and shardings)."""
+  step = mngr.latest_step() if step is None else step
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                          flax.serialization.to_state_dict(target_state))
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+  state = flax.serialization.from_state_dict(target_state, restored["state"])
+  return state, int(restored["data"]["examples_seen"])
+
+
+def saved_run(workdir, step=None):
+  """``(config, class_names, step)`` stored with checkpoint ``step`` (default: latest)."""
+  mngr = ocp.CheckpointManager(checkpoint_dir(workdir),
+                               options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=("state", "data", "config"))
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}; train first")
+  restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
+                                                        data=ocp.args.JsonRestore()))
+  return (ml_collections.ConfigDict(restored["config"]), tuple(restored["data"]["class_names"]),
+          step)

@@ -1,0 +1,201 @@
+"""The training loop, the same for every family: it only talks to the Detector interface."""
+import json
+import logging
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+
+from jaxdet import detectors
+from jaxdet.data import pipeline
+from jaxdet.data import sanitize
+from jaxdet.data import sources
+from jaxdet.evaluation import evaluator
+from jaxdet.train import checkpoint
+from jaxdet.train import sharding
+from jaxdet.train import state as state_lib
+
+
+log = logging.getLogger("jaxdet")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or inf loss."""
+
+
+class StopRequest:
+  """Turns SIGINT / SIGTERM into a clean stop after the current step (checkpoint, then exit).
+  A second signal interrupts at once."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame):
+    if self.requested:
+      signal.default_int_handler(signum, frame)
+    self.requested = True
+    log.warning("signal %d: stopping after this step and saving a checkpoint "
+                    "(again to abort at once)", signum)
+
+
+class MetricWriter:
+  """TensorBoard scalars under the workdir."""
+
+  def __init__(self, logdir):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    self._tf = tf
+    self._writer = tf.summary.create_file_writer(logdir) if jax.process_index() == 0 else None
+
+  def write(self, step, scalars):
+    if self._writer is None:
+      return
+    with self._writer.as_default():
+      for name, value in scalars.items():
+        self._tf.summary.scalar(name, value, step=step)
+    self._writer.flush()
+
+
+def format_duration(seconds):
+  seconds = int(seconds)
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def mean_metrics(pending):
+  """Averages the per-step metric dicts fetched from the device."""
+  fetched = jax.device_get(pending)
+  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def check_finite(pending, first_step, last_checkpoint):
+  losses = np.asarray([m["loss"] for m in jax.device_get(pending)])
+  bad = np.flatnonzero(~np.isfinite(losses))
+  if bad.size:
+    kept = (f"the last good checkpoint (step {last_checkpoint}) is kept" if last_checkpoint
+            else "no checkpoint had been written yet")
+    raise NonFiniteLossError(
+        f"non-finite loss ({losses[bad[0]]}) at step {first_step + bad[0] + 1}. Training stopped; "
+        f"{kept}. Lower config.train.schedule.base_lr, lengthen the warmup, or set "
+        "config.train.optimizer.grad_clip_norm.")
+
+
+def load_sources(config):
+  data_dir = config.data.data_dir or None
+  train = sources.build_source(config.data.train, data_dir, config.data.coco_json_dir)
+  if train.num_classes != config.model.num_classes:
+    raise ValueError(f"config.model.num_classes = {config.model.num_classes} but dataset "
+                     f"{train.name} has {train.num_classes} classes; set "
+                     f"--config.model.num_classes={train.num_classes}")
+  return train
+
+
+def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
+  source = sources.build_source(config.data.eval, config.data.data_dir or None,
+                                config.data.coco_json_dir)
+  step = int(jax.device_get(state.step))
+  start = time.time()
+  results, report = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
+                                       issues)
+  log.info("evaluation at step %d on %s (%d images, %.1fs):\n%s", step, source.name,
+               len(source), time.time() - start, report)
+  writer.write(step, {f"eval/{k}": v for k, v in results.items()})
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, f"eval_step{step}.json"), "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
+  return results
+
+
+def train(config, workdir):
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
+
+  Returns ``(detector, state, mesh, issues, writer, finished)``; ``finished`` is False when a
+  signal stopped the run before ``total_steps`` (a checkpoint was written).
+  """
+  # -------------------------------------------------------------------- Set up mesh and model.
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh()
+  batch_size = config.train.batch_size
+  if batch_size % jax.device_count() or config.eval.batch_size % jax.device_count():
+    raise ValueError(f"train batch {batch_size} and eval batch {config.eval.batch_size} must be "
+                     f"multiples of the {jax.device_count()} devices")
+  detector = detectors.build(config.model)
+  train_source = load_sources(config)
+  issues = sanitize.DataIssues()
+  state, tx, schedule = state_lib.build_state(detector, config, mesh)
+  log.info("%s on %d devices; %d parameters; %d training images (%s)", config.model.family,
+               jax.device_count(), sum(x.size for x in jax.tree.leaves(state.params)),
+               len(train_source), train_source.name)
+
+  # ------------------------------------------------------------------- Restore checkpoint.
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  examples_seen = 0
+  if mngr.latest_step() is not None:
+    state, examples_seen = checkpoint.restore(mngr, state)
+    log.info("resumed from %s at step %d (%d examples seen)", checkpoint.checkpoint_dir(workdir),
+                 int(state.step), examples_seen)
+  last_checkpoint = int(state.step)
+
+  # ------------------------------------------------------------------------------- Train.
+  train_step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
+                       in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                       out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
+                       donate_argnums=(0,))
+  batches = pipeline.train_dataset(
+      train_source, config.data, num_classes=config.model.num_classes,
+      global_batch_size=batch_size, start_example=examples_seen, seed=config.seed, issues=issues,
+      process_index=jax.process_index(), process_count=jax.process_count()).as_numpy_iterator()
+  writer = MetricWriter(workdir)
+  total = config.train.total_steps
+  step = int(state.step)
+  pending, interval_start, interval_step = [], time.time(), step
+  with StopRequest() as stop:
+    while step < total and not stop.requested:
+      state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+      pending.append(metrics)
+      step += 1
+      examples_seen += batch_size
+      save_now = step % config.train.checkpoint_every == 0 or step == total or stop.requested
+      if step % config.train.log_every == 0 or save_now:
+        check_finite(pending, step - len(pending), last_checkpoint)
+        scalars = mean_metrics(pending)
+        now = time.time()
+        steps_per_s = (step - interval_step) / max(now - interval_start, 1e-9)
+        log.info("step %d/%d | %s | %.2f steps/s | ETA %s", step, total,
+                     " ".join(f"{k} {v:.4g}" for k, v in sorted(scalars.items())), steps_per_s,
+                     format_duration((total - step) / max(steps_per_s, 1e-9)))
+        writer.write(step, {**{f"train/{k}": v for k, v in scalars.items()},
+                            "train/steps_per_second": steps_per_s,
+                            **{f"data_issues/{k}": v for k, v in issues.snapshot().items()}})
+        pending, interval_start, interval_step = [], now, step
+      if save_now:
+        checkpoint.save(mngr, state, examples_seen, train_source.class_names, config)
+        last_checkpoint = step
+      if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
+        run_evaluation(detector, state, config, mesh, issues, writer, workdir)
+  mngr.wait_until_finished()
+  mngr.close()
+  log.info("data issues (repaired or skipped): %s", issues.snapshot())
+  if step < total:
+    log.info("stopped at step %d; rerun the same command to resume", step)
+  return detector, state, mesh, issues, writer, step >= total
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (resuming if possible), then evaluates on ``config.data.eval`` and prints the table.
+  Returns the evaluation metrics (``{}`` when stopped early)."""
+  detector, state, mesh, issues, writer, finished = train(config, workdir)
+  if not finished:
+    return {}
+  return run_evaluation(detector, state, config, mesh, issues, writer, workdir)

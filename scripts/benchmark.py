@@ -1,0 +1,157 @@
+r"""Speed and memory of a detector on in-memory random data (no TensorFlow, no dataset).
+
+Measures, after compilation, the median wall time of: the sharded train step (forward, loss,
+backward, optimizer), inference (forward + decode + NMS), target matching + loss alone, and
+batched NMS alone. Run from the checkout:
+
+  python scripts/benchmark.py                    # RetinaNet R50-FPN, 512x512, batch 2
+  python scripts/benchmark.py --image_size=1024 --batch_size=16 --config.model.dtype=bfloat16
+  PYTHONPATH=. python scripts/benchmark.py --json=bench.json      # on a GPU machine
+
+Results go to BENCHMARKS.md with the command, machine and date.
+"""
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxdet import detectors  # noqa: E402
+from jaxdet import runtime  # noqa: E402
+from jaxdet.ops import nms  # noqa: E402
+from jaxdet.train import sharding  # noqa: E402
+from jaxdet.train import state as state_lib  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(runtime.REPO_ROOT, "experiments", "retinanet.py") + ":r50_fpn_coco_1x",
+    "Experiment config, as path.py:variant.", lock_config=True)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 512, "Square input size.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 2, "Global batch size.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed repetitions of each part (median reported).")
+_PARTS = flags.DEFINE_list("parts", ["train", "inference", "loss", "nms"], "What to time.")
+_NMS_CANDIDATES = flags.DEFINE_integer("nms_candidates", 5000, "Candidates per image for NMS.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+
+
+def random_targets(rng, batch_size, image_size, max_boxes, num_classes):
+  """Ground truth like COCO's: 1-20 boxes of 16-300 pixels per image."""
+  counts = rng.integers(1, min(20, max_boxes) + 1, batch_size)
+  mask = np.arange(max_boxes)[None] < counts[:, None]
+  xy = rng.uniform(0, image_size * 0.8, (batch_size, max_boxes, 2))
+  wh = rng.uniform(16, min(300, image_size / 2), (batch_size, max_boxes, 2))
+  boxes = np.clip(np.concatenate([xy, xy + wh], -1), 0, image_size)
+  return {"boxes": np.where(mask[..., None], boxes, 0).astype(np.float32),
+          "labels": np.where(mask, rng.integers(0, num_classes, mask.shape), 0).astype(np.int32),
+          "mask": mask}
+
+
+def time_calls(fn, steps):
+  """(compile + first call seconds, median seconds, min seconds) of ``fn()``."""
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return first, statistics.median(times), min(times)
+
+
+def clustered_candidates(rng, batch_size, num, image_size, num_classes):
+  """NMS input like a detector's: jittered copies of a few dozen objects."""
+  centres = rng.uniform(0, image_size, (batch_size, 40, 2))
+  sizes = rng.uniform(20, 200, (batch_size, 40, 2))
+  pick = rng.integers(0, 40, (batch_size, num))
+  take = lambda a: np.take_along_axis(a, pick[..., None], axis=1)  # noqa: E731
+  c = take(centres) + rng.normal(0, 8, (batch_size, num, 2))
+  s = take(sizes) * rng.uniform(0.8, 1.2, (batch_size, num, 2))
+  boxes = np.concatenate([c - s / 2, c + s / 2], -1).astype(np.float32)
+  return (boxes, rng.uniform(size=(batch_size, num)).astype(np.float32),
+          rng.integers(0, num_classes, (batch_size, num)).astype(np.int32),
+          np.ones((batch_size, num), bool))
+
+
+def peak_memory():
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return {"device_peak_gib": stats["peak_bytes_in_use"] / 2**30}
+  return {"host_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value.copy_and_resolve_references()
+  size, batch_size = _IMAGE_SIZE.value, _BATCH_SIZE.value
+  config.data.image_size = (size, size)
+  config.train.batch_size = batch_size
+  mesh = sharding.make_mesh()
+  detector = detectors.build(config.model)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(batch_size, size, size, 3)).astype(np.float32),
+           **random_targets(rng, batch_size, size, config.data.max_boxes,
+                            config.model.num_classes)}
+  batch = sharding.global_batch(batch, mesh)
+  state, tx, schedule = state_lib.build_state(detector, config, mesh)
+  results = {"family": config.model.family, "backbone": config.model.get("backbone"),
+             "image_size": size, "batch_size": batch_size, "dtype": config.model.dtype,
+             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+             "jax": jax.__version__, "host": platform.node(),
+             "date": datetime.date.today().isoformat()}
+
+  def record(name, timing, images=batch_size):
+    first, median, best = timing
+    results[name] = {"compile_and_first_s": round(first, 3), "median_s": round(median, 4),
+                     "min_s": round(best, 4), "images_per_s": round(images / median, 3)}
+    print(f"{name:>10}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
+          f"{images / median:8.2f} images/s  (compile + first {first:.1f} s)", flush=True)
+
+  if "train" in _PARTS.value:
+    step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
+                   in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                   out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
+                   donate_argnums=(0,))
+    holder = {"state": state}
+
+    def train_once():
+      holder["state"], metrics = step(holder["state"], batch)
+      return metrics["loss"]
+    record("train", time_calls(train_once, _STEPS.value))
+    state = holder["state"]
+  variables = state.eval_variables()
+  if "inference" in _PARTS.value:
+    predict = jax.jit(state_lib.make_predict_step(detector, (size, size)),
+                      in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
+    record("inference", time_calls(lambda: predict(variables, batch["image"]), _STEPS.value))
+  if "loss" in _PARTS.value:
+    outputs, _ = jax.jit(detector.apply)(variables, batch["image"])
+    outputs = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape),
+                           outputs)
+    loss = jax.jit(detector.loss)
+    record("loss", time_calls(lambda: loss(outputs, batch), _STEPS.value))
+  if "nms" in _PARTS.value:
+    candidates = clustered_candidates(rng, batch_size, _NMS_CANDIDATES.value, size,
+                                      config.model.num_classes)
+    run_nms = jax.jit(lambda b, s, c, v: nms.batched_nms(
+        b, s, c, v, iou_threshold=0.5, max_output=100))
+    record("nms", time_calls(lambda: run_nms(*candidates), _STEPS.value))
+  results.update(peak_memory())
+  print(json.dumps(results, indent=1))
+  if _JSON.value:
+    with open(_JSON.value, "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,59 @@
+r"""Evaluate a trained checkpoint: COCO AP (pycocotools), VOC07 11-point and VOC12 AP.
+
+  python scripts/evaluate.py --workdir=runs/default                       # latest checkpoint
+  python scripts/evaluate.py --workdir=runs/r50 --step=60000 --metrics=coco,voc07 \
+      --dataset=coco/2017:validation --data_dir=/data/tfds
+
+Everything else (model, input size, data_dir) comes from the config saved in the checkpoint.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from jaxdet import runtime  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.",
+                               required=True)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset spec, e.g. 'voc/2007:test'; default: "
+                               "the config's data.eval.")
+_METRICS = flags.DEFINE_list("metrics", None, "Any of coco, voc07, voc12; default: the config's.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir; default: the config's.")
+_COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None,
+                                     "COCO-json folder for coco_json:<split> datasets.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Eval batch size; default: the config's.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.setup_logging()
+  config, _, detector, state, mesh = runtime.load_trained(_WORKDIR.value, _STEP.value)
+  overrides = {("data", "eval"): _DATASET.value, ("data", "data_dir"): _DATA_DIR.value,
+               ("data", "coco_json_dir"): _COCO_JSON_DIR.value,
+               ("eval", "metrics"): tuple(_METRICS.value) if _METRICS.value else None,
+               ("eval", "batch_size"): _BATCH_SIZE.value}
+  for (section, key), value in overrides.items():
+    if value is not None:
+      config[section][key] = value
+  from jaxdet.data import sanitize  # pylint: disable=import-outside-toplevel
+  from jaxdet.data import sources  # pylint: disable=import-outside-toplevel
+  from jaxdet.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+  source = sources.build_source(config.data.eval, config.data.data_dir or None,
+                                config.data.coco_json_dir)
+  issues = sanitize.DataIssues()
+  results, report = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
+                                       issues)
+  print(f"step {int(state.step)} on {source.name}:\n{report}")
+  print(json.dumps(results, indent=1))
+  if any(issues.snapshot().values()):
+    print(f"data issues: {issues.snapshot()}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,73 @@
+r"""Draw a trained detector's detections on your images and write them as PNGs.
+
+  python scripts/predict.py --workdir=runs/default photo1.jpg 'photos/*.png' \
+      --output_dir=predictions --score_threshold=0.4
+
+Images of any size are resized to the model's input (aspect kept) and boxes are drawn in the
+original pixels; labels read "<class> <score>".
+"""
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from jaxdet import runtime  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.",
+                               required=True)
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
+                                  "Where PNGs go; default: <workdir>/predictions.")
+_SCORE_THRESHOLD = flags.DEFINE_float("score_threshold", 0.3,
+                                      "Draw detections scoring at least this.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Images per batch; default: the config's "
+                                   "eval batch size.")
+
+
+def expand(patterns):
+  paths = []
+  for pattern in patterns:
+    matches = sorted(glob.glob(pattern))
+    if not matches:
+      raise app.UsageError(f"no file matches {pattern!r}")
+    paths.extend(matches)
+  return paths
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("give one or more image files or glob patterns")
+  paths = expand(argv[1:])
+  runtime.setup_logging()
+  config, class_names, detector, state, mesh = runtime.load_trained(_WORKDIR.value, _STEP.value)
+  if _BATCH_SIZE.value:
+    config.eval.batch_size = _BATCH_SIZE.value
+  from jaxdet.data import sanitize  # pylint: disable=import-outside-toplevel
+  from jaxdet.data import sources  # pylint: disable=import-outside-toplevel
+  from jaxdet.evaluation import drawing  # pylint: disable=import-outside-toplevel
+  from jaxdet.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+  source = sources.FileListSource(paths, class_names)
+  issues = sanitize.DataIssues()
+  gts = evaluator.ground_truths(source, issues)
+  detections = evaluator.detect(detector, state.eval_variables(), source, gts, config, mesh,
+                                issues)
+  output_dir = _OUTPUT_DIR.value or os.path.join(_WORKDIR.value, "predictions")
+  os.makedirs(output_dir, exist_ok=True)
+  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  for index, path in enumerate(paths):
+    if index not in detections:
+      print(f"skipped {path}: cannot decode it")
+      continue
+    name = stems[index] if stems.count(stems[index]) == 1 else f"{index:04d}_{stems[index]}"
+    out = os.path.join(output_dir, name + ".png")
+    drawing.draw_detections(source[index]["image"], detections[index], class_names,
+                                   _SCORE_THRESHOLD.value).save(out)
+    print(f"{path} -> {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,44 @@
+r"""Train a detector; resumes from the workdir's latest checkpoint, evaluates at the end.
+
+  python scripts/train.py                                  # default: RetinaNet on digit_scenes
+  python scripts/train.py --config=experiments/retinanet.py:r50_fpn_coco_1x --workdir=runs/r50 \
+      --config.data.data_dir=/data/tfds --config.train.batch_size=32
+  python scripts/train.py --config=experiments/retinanet.py:tiny_digits \
+      --coco_json_dir=/data/my_dataset --workdir=runs/mine          # your own COCO-json folder
+
+Stop with Ctrl-C (a checkpoint is written) or kill it; the same command resumes exactly.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from jaxdet import runtime  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", runtime.DEFAULT_CONFIG, "Experiment config file, as path.py:variant.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Checkpoints, TensorBoard and results.")
+_COCO_JSON_DIR = flags.DEFINE_string(
+    "coco_json_dir", None, "Train on a COCO-json folder (see README): uses its train split for "
+    "training and its val split for evaluation, and its number of classes.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.setup_logging()
+  config = runtime.prepare(_CONFIG.value, coco_json_dir=_COCO_JSON_DIR.value)
+  from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
+  try:
+    loop.train_and_evaluate(config, _WORKDIR.value)
+  except loop.NonFiniteLossError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,76 @@
+"""The CPU-shaped convolution and max pooling equal XLA's own, values and gradients."""
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdet.models import conv
+from jaxdet.models import layers
+
+# (input size, C_in, C_out, kernel, stride, dilation)
+SHAPES = [(9, 3, 5, 3, 1, 1), (10, 4, 6, 3, 2, 1), (11, 2, 3, 7, 2, 1), (12, 4, 4, 3, 1, 6),
+          (8, 5, 7, 1, 1, 1), (9, 6, 4, 1, 2, 1)]
+
+
+def reference(x, w, stride, dilation):
+  """XLA's convolution and autodiff, in float64."""
+  pad = dilation * (w.shape[0] // 2)
+  return lax.conv_general_dilated(x, w, (stride, stride), [(pad, pad)] * 2,
+                                  rhs_dilation=(dilation, dilation), dimension_numbers=conv.NHWC)
+
+
+def ours(x, w, stride, dilation):
+  pad = dilation * (w.shape[0] // 2)
+  return conv.conv_general_dilated(
+      x, w, (stride, stride), ((pad, pad), (pad, pad)), rhs_dilation=(dilation, dilation),
+      dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, conv.NHWC))
+
+
+@pytest.mark.parametrize("size,cin,cout,k,stride,dilation", SHAPES)
+def test_values_and_gradients_match_xla_in_float64(size, cin, cout, k, stride, dilation):
+  rng = np.random.default_rng(size)
+  x = rng.normal(size=(2, size, size, cin))
+  w = rng.normal(size=(k, k, cin, cout))
+  dy = rng.normal(size=reference(x, w, stride, dilation).shape)
+  with jax.enable_x64():
+    x, w, dy = (jnp.asarray(a, jnp.float64) for a in (x, w, dy))
+    want, want_vjp = jax.vjp(lambda a, b: reference(a, b, stride, dilation), x, w)
+    got, got_vjp = jax.vjp(lambda a, b: ours(a, b, stride, dilation), x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    for g, r in zip(got_vjp(dy), want_vjp(dy)):
+      np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
+
+
+def test_kernel_gradient_against_a_brute_force_loop():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1, 5, 6, 2))
+  dy = rng.normal(size=(1, 3, 3, 3))        # 3x3 kernel, stride 2, padding 1 -> 3 x 3 outputs
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  want = np.zeros((3, 3, 2, 3))
+  for i in range(3):
+    for j in range(3):
+      for y in range(3):
+        for xx in range(3):
+          want[i, j] += np.outer(xp[0, 2 * y + i, 2 * xx + j], dy[0, y, xx])
+  with jax.enable_x64():
+    got = conv.kernel_gradient(jnp.asarray(x), jnp.asarray(dy), (3, 3, 2, 3), (2, 2),
+                               ((1, 1), (1, 1)), (1, 1))
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_bfloat16_inputs_keep_their_dtype():
+  x = jnp.ones((1, 8, 8, 4), jnp.bfloat16)
+  w = jnp.ones((3, 3, 4, 2), jnp.bfloat16)
+  grads = jax.grad(lambda a, b: ours(a, b, 1, 1).astype(jnp.float32).sum(), (0, 1))(x, w)
+  assert ours(x, w, 1, 1).dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 12, 3), (1, 8, 8, 2)])
+def test_max_pool_matches_flax_values_and_gradients(shape):
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  ref = lambda a: nn.max_pool(a, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
+  np.testing.assert_array_equal(layers.max_pool(x, 3, 2), ref(x))
+  np.testing.assert_array_equal(jax.grad(lambda a: (layers.max_pool(a, 3, 2) ** 2).sum())(x),
+                                jax.grad(lambda a: (ref(a) ** 2).sum())(x))

@@ -1,0 +1,81 @@
+"""The command-line scripts, end to end, as a user runs them."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from jaxdet.train import loop
+from tests.train.helpers import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(REPO, "experiments", "retinanet.py") + ":tiny_test"
+
+
+def run(script, *args, env=None, check=True):
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", script), *args],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+  if check:
+    assert result.returncode == 0, result.stdout + result.stderr
+  return result
+
+
+@pytest.fixture(scope="module")
+def workdir(coco_dir, tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("trained"))
+  loop.train(tiny_config(coco_dir, total_steps=2, checkpoint_every=2), path)
+  return path
+
+
+def test_evaluate_prints_coco_and_voc_tables(workdir, coco_dir):
+  out = run("evaluate.py", f"--workdir={workdir}", "--metrics=coco,voc07,voc12").stdout
+  assert "step 2 on coco_json" in out
+  assert "Average Precision  (AP) @[ IoU=0.50:0.95" in out or "no detections" in out
+  assert "VOC07 mAP@0.5" in out and "VOC12 mAP@0.5" in out
+  results = json.loads(out[out.index("{"):out.rindex("}") + 1])
+  assert set(results) >= {"coco/AP", "coco/AP50", "voc07/mAP", "voc12/mAP"}
+
+
+def test_predict_writes_pngs_and_skips_unreadable_files(workdir, coco_dir, tmp_path):
+  Image.fromarray(np.full((90, 120, 3), 200, np.uint8)).save(tmp_path / "photo.jpg")
+  (tmp_path / "broken.png").write_bytes(b"not an image")
+  out_dir = tmp_path / "out"
+  out = run("predict.py", f"--workdir={workdir}", f"--output_dir={out_dir}",
+            "--score_threshold=0.0", str(tmp_path / "photo.jpg"), str(tmp_path / "broken.png"),
+            os.path.join(coco_dir, "val", "val_0000.png")).stdout
+  assert "skipped" in out and "broken.png" in out
+  with Image.open(out_dir / "photo.png") as image:
+    assert image.size == (120, 90)
+  assert (out_dir / "val_0000.png").exists()
+
+
+def test_train_rejects_a_mistyped_config_key():
+  result = run("train.py", f"--config={TINY}", "--config.train.batch_sise=4", check=False)
+  assert result.returncode != 0
+  assert "batch_sise" in result.stderr and "batch_size" in result.stderr
+
+
+def test_missing_dataset_says_how_to_prepare_it(tmp_path):
+  result = run("train.py", "--config=" + TINY.replace("tiny_test", "r50_fpn_coco_1x"),
+               f"--config.data.data_dir={tmp_path}", f"--workdir={tmp_path / 'w'}", check=False)
+  assert result.returncode != 0
+  assert "tfds build coco/2017" in result.stderr and "array_record" in result.stderr
+  checkpoints = tmp_path / "w" / "checkpoints"
+  assert not checkpoints.exists() or not os.listdir(checkpoints)
+
+
+def test_benchmark_runs_without_tensorflow(tmp_path):
+  fake = tmp_path / "no_tf" / "tensorflow"
+  fake.mkdir(parents=True)
+  (fake / "__init__.py").write_text("raise ImportError('benchmark.py must not import TensorFlow')")
+  out_json = tmp_path / "bench.json"
+  run("benchmark.py", f"--config={TINY}", "--image_size=64", "--batch_size=8", "--steps=1",
+      "--nms_candidates=300", f"--json={out_json}",
+      env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{REPO}"})
+  results = json.loads(out_json.read_text())
+  for part in ("train", "inference", "loss", "nms"):
+    assert results[part]["images_per_s"] > 0

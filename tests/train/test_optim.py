@@ -1,0 +1,84 @@
+"""Schedules and optimizer against hand-computed values."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxdet.train import optim
+
+
+def schedule_config(**kw):
+  base = dict(name="step", base_lr=0.01, warmup_steps=1000, warmup_factor=0.001,
+              decay_steps=(60_000, 80_000), decay_factor=0.1)
+  return ml_collections.ConfigDict({**base, **kw})
+
+
+def test_detectron_1x_step_schedule():
+  lr = optim.learning_rate_schedule(schedule_config(), 90_000)
+  np.testing.assert_allclose(lr(0), 0.01 * 0.001, rtol=1e-6)
+  # Half-way through warmup: factor 0.001 * 0.5 + 0.5 = 0.5005.
+  np.testing.assert_allclose(lr(500), 0.01 * 0.5005, rtol=1e-6)
+  np.testing.assert_allclose(lr(1000), 0.01, rtol=1e-6)
+  np.testing.assert_allclose(lr(59_999), 0.01, rtol=1e-6)
+  np.testing.assert_allclose(lr(60_000), 0.001, rtol=1e-5)
+  np.testing.assert_allclose(lr(80_000), 0.0001, rtol=1e-5)
+
+
+def test_cosine_schedule():
+  lr = optim.learning_rate_schedule(schedule_config(name="cosine", warmup_steps=100), 1100)
+  np.testing.assert_allclose(lr(100), 0.01, rtol=1e-6)
+  np.testing.assert_allclose(lr(600), 0.005, rtol=1e-5)   # half-way: (1 + cos(pi/2)) / 2
+  np.testing.assert_allclose(lr(1100), 0.0, atol=1e-9)
+
+
+def test_unknown_schedule_and_optimizer_are_errors():
+  with pytest.raises(ValueError, match="unknown schedule"):
+    optim.learning_rate_schedule(schedule_config(name="poly"), 10)
+  with pytest.raises(ValueError, match="unknown optimizer"):
+    optim.build_optimizer(ml_collections.ConfigDict(dict(
+        name="lamb", grad_clip_norm=0.0, weight_decay=0.0, decay_norm_params=False)), 0.1)
+
+
+def sgd_config(**kw):
+  base = dict(name="sgd", momentum=0.9, nesterov=False, weight_decay=1e-4,
+              decay_norm_params=False, grad_clip_norm=0.0)
+  return ml_collections.ConfigDict({**base, **kw})
+
+
+def test_sgd_momentum_with_l2_decay_skips_batch_norm():
+  params = {"conv": {"kernel": jnp.array([1.0, -2.0])},
+            "stem_bn": {"scale": jnp.array([3.0])},
+            "BatchNorm_0": {"bias": jnp.array([0.5])}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  tx = optim.build_optimizer(sgd_config(), lambda step: 0.1)
+  opt_state = tx.init(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  # Step 1: v = g + wd * w (conv only); w -= lr * v.
+  np.testing.assert_allclose(updates["conv"]["kernel"], [-0.1 * (1 + 1e-4), -0.1 * (1 - 2e-4)],
+                             rtol=1e-6)
+  np.testing.assert_allclose(updates["stem_bn"]["scale"], [-0.1], rtol=1e-6)
+  np.testing.assert_allclose(updates["BatchNorm_0"]["bias"], [-0.1], rtol=1e-6)
+  params = optax.apply_updates(params, updates)
+  updates, _ = tx.update(grads, opt_state, params)
+  # Step 2: v = 0.9 * v1 + g2 (+ decay on the new weights).
+  w = np.array([1.0, -2.0]) - 0.1 * (1 + 1e-4 * np.array([1.0, -2.0]))
+  v = 0.9 * (1 + 1e-4 * np.array([1.0, -2.0])) + 1 + 1e-4 * w
+  np.testing.assert_allclose(updates["conv"]["kernel"], -0.1 * v, rtol=1e-6)
+  np.testing.assert_allclose(updates["stem_bn"]["scale"], [-0.1 * 1.9], rtol=1e-6)
+
+
+def test_gradient_clipping():
+  tx = optim.build_optimizer(sgd_config(momentum=0.0, weight_decay=0.0, grad_clip_norm=1.0),
+                             lambda step: 1.0)
+  params = {"w": jnp.zeros(2)}
+  updates, _ = tx.update({"w": jnp.array([3.0, 4.0])}, tx.init(params), params)
+  np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)   # norm 5 -> 1
+
+
+def test_norm_parameter_detection():
+  assert optim.is_norm_param(("backbone", "stage2_block0", "BatchNorm_1", "scale"))
+  assert optim.is_norm_param(("backbone", "proj_bn", "bias"))
+  assert not optim.is_norm_param(("head", "cls_output", "bias"))
+  assert not optim.is_norm_param(("fpn", "lateral3", "kernel"))

@@ -1,0 +1,39 @@
+"""The sharded train step over 8 (simulated) devices equals the single-device step."""
+import jax
+import numpy as np
+
+from jaxdet import detectors
+from jaxdet.train import sharding
+from jaxdet.train import state as state_lib
+from tests.train.helpers import random_batch, tiny_config
+
+
+def run_steps(config, devices, batches):
+  mesh = sharding.make_mesh(devices)
+  detector = detectors.build(config.model)
+  state, tx, schedule = state_lib.build_state(detector, config, mesh)
+  step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+  metrics = []
+  for batch in batches:
+    global_batch = sharding.global_batch(batch, mesh)
+    assert len(global_batch["image"].sharding.device_set) == len(devices)
+    state, m = step(state, global_batch)
+    metrics.append(m)
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_sharded_step_equals_single_device(coco_dir):
+  assert jax.device_count() == 8
+  config = tiny_config(coco_dir, ema_decay=0.9)
+  batches = [random_batch(8, seed=s) for s in range(3)]
+  single_state, single_metrics = run_steps(config, jax.devices()[:1], batches)
+  sharded_state, sharded_metrics = run_steps(config, jax.devices(), batches)
+  for name in ("params", "model_state", "ema_params", "opt_state"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+                 getattr(single_state, name), getattr(sharded_state, name))
+  for a, b in zip(single_metrics, sharded_metrics):
+    assert a["num_positive"] == b["num_positive"]
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+  assert int(sharded_state.step) == 3
