@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from jaxdet import detectors  # noqa: E402
 from jaxdet import runtime  # noqa: E402
+from jaxdet.models import conv  # noqa: E402
 from jaxdet.ops import nms  # noqa: E402
 from jaxdet.train import sharding  # noqa: E402
 from jaxdet.train import state as state_lib  # noqa: E402
@@ -42,6 +43,9 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed repetitions of each part (media
 _PARTS = flags.DEFINE_list("parts", ["train", "inference", "loss", "nms"], "What to time.")
 _NMS_CANDIDATES = flags.DEFINE_integer("nms_candidates", 5000, "Candidates per image for NMS.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+_COMPARE_XLA_CONV = flags.DEFINE_bool(
+    "compare_xla_conv", False, "Also time train and inference with XLA's own convolutions "
+    "(jaxdet.models.conv.USE_CPU_FORMS off) in this invocation and print the ratios.")
 
 
 def random_targets(rng, batch_size, image_size, max_boxes, num_classes):
@@ -117,23 +121,39 @@ def main(argv):
     print(f"{name:>10}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
           f"{images / median:8.2f} images/s  (compile + first {first:.1f} s)", flush=True)
 
-  if "train" in _PARTS.value:
-    step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
-                   in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                   out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
-                   donate_argnums=(0,))
-    holder = {"state": state}
+  def time_model(suffix, state):
+    """Train step and inference; returns the trained state."""
+    if "train" in _PARTS.value:
+      step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
+                     in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                     out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
+                     donate_argnums=(0,))
+      holder = {"state": state}
 
-    def train_once():
-      holder["state"], metrics = step(holder["state"], batch)
-      return metrics["loss"]
-    record("train", time_calls(train_once, _STEPS.value))
-    state = holder["state"]
+      def train_once():
+        holder["state"], metrics = step(holder["state"], batch)
+        return metrics["loss"]
+      record("train" + suffix, time_calls(train_once, _STEPS.value))
+      state = holder["state"]
+    if "inference" in _PARTS.value:
+      predict = jax.jit(state_lib.make_predict_step(detector, (size, size)),
+                        in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
+      variables = state.eval_variables()
+      record("inference" + suffix,
+             time_calls(lambda: predict(variables, batch["image"]), _STEPS.value))
+    return state
+
+  state = time_model("", state)
+  if _COMPARE_XLA_CONV.value:
+    conv.USE_CPU_FORMS = False
+    state = time_model("_xla_conv", state)
+    conv.USE_CPU_FORMS = True
+    for part in ("train", "inference"):
+      if part in results:
+        ratio = results[f"{part}_xla_conv"]["median_s"] / results[part]["median_s"]
+        results[f"{part}_speedup_vs_xla_conv"] = round(ratio, 3)
+        print(f"{part}: {ratio:.2f}x faster than with XLA's own convolutions")
   variables = state.eval_variables()
-  if "inference" in _PARTS.value:
-    predict = jax.jit(state_lib.make_predict_step(detector, (size, size)),
-                      in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
-    record("inference", time_calls(lambda: predict(variables, batch["image"]), _STEPS.value))
   if "loss" in _PARTS.value:
     outputs, _ = jax.jit(detector.apply)(variables, batch["image"])
     outputs = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape),

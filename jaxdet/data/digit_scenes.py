@@ -13,6 +13,8 @@ photograph, so the test split measures generalisation, not memorisation.
 Built as a TFDS ``GeneratorBasedBuilder`` in ``array_record`` format, so it is read through the
 same ``tfds`` random-access path as COCO and VOC. The feature names follow TFDS ``coco``.
 """
+import logging
+
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
@@ -137,5 +139,7 @@ def prepare(data_dir=None):
   """Builds ``digit_scenes`` into ``data_dir`` if it is not there yet (offline, ~1 minute)."""
   builder = DigitScenes(data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
+    logging.getLogger("jaxdet").info(
+        "composing digit_scenes into %s (once, offline; nothing is downloaded)", builder.data_dir)
     builder.download_and_prepare()
   return builder
