@@ -124,10 +124,7 @@ def main(argv):
   def time_model(suffix, state):
     """Train step and inference; returns the trained state."""
     if "train" in _PARTS.value:
-      step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
-                     in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                     out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
-                     donate_argnums=(0,))
+      step = state_lib.jit_train_step(detector, tx, schedule, config.train.ema_decay, mesh)
       holder = {"state": state}
 
       def train_once():

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def coco_dir(tmp_path_factory):
+def scenes_dir(tmp_path_factory):
   """A tiny COCO-json folder (train 16 / val 8 images of 48x64, 3 classes)."""
   from tests import fake_data  # pylint: disable=import-outside-toplevel
   return fake_data.write_coco_json_folder(tmp_path_factory.mktemp("coco_json"))

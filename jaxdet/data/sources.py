@@ -42,6 +42,15 @@ def decode_image(encoded, what):
     raise CorruptImageError(f"cannot decode {what}: {e}") from e
 
 
+def read_file(path):
+  """Bytes of ``path``; :class:`CorruptImageError` if it cannot be read (missing, unreadable)."""
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except OSError as e:
+    raise CorruptImageError(f"cannot read {path}: {e}") from e
+
+
 def image_size_of(encoded, what):
   """(height, width) read from the image header only."""
   try:
@@ -70,11 +79,13 @@ class Source:
     raise NotImplementedError
 
   def __getitem__(self, index):
-    """The record with its decoded image; ``height``/``width`` are the decoded image's (an
-    annotation file that states another size is overruled)."""
-    image = decode_image(self.encoded_image(index), f"{self.name}[{index}]")
-    return dict(self.annotations(index), image=image, height=image.shape[0],
-                width=image.shape[1])
+    return self.with_image(self.encoded_image(index), self.annotations(index), index)
+
+  def with_image(self, encoded, annotations, index):
+    """The record: ``annotations`` with the decoded image; ``height``/``width`` are the decoded
+    image's (an annotation file that states another size is overruled)."""
+    image = decode_image(encoded, f"{self.name}[{index}]")
+    return dict(annotations, image=image, height=image.shape[0], width=image.shape[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,8 +149,14 @@ class TfdsSource(Source):
   def encoded_image(self, index):
     return self._records[index]["image"]
 
+  def __getitem__(self, index):
+    record = self._records[index]            # one read for both image and annotations
+    return self.with_image(record["image"], self._annotations(record, index), index)
+
   def annotations(self, index):
-    record = self._records[index]
+    return self._annotations(self._records[index], index)
+
+  def _annotations(self, record, index):
     objects = record["objects"]
     height, width = image_size_of(record["image"], f"{self.name}[{index}]")
     yxyx = np.asarray(objects["bbox"], np.float64).reshape(-1, 4)  # normalized (y1, x1, y2, x2)
@@ -226,12 +243,7 @@ class CocoJsonSource(Source):
     return len(self._images)
 
   def encoded_image(self, index):
-    path = os.path.join(self.image_root, self._images[index]["file_name"])
-    try:
-      with open(path, "rb") as f:
-        return f.read()
-    except OSError as e:
-      raise CorruptImageError(f"cannot read {path}: {e}") from e
+    return read_file(os.path.join(self.image_root, self._images[index]["file_name"]))
 
   def annotations(self, index):
     image = self._images[index]
@@ -252,11 +264,7 @@ class FileListSource(Source):
     return len(self.paths)
 
   def encoded_image(self, index):
-    try:
-      with open(self.paths[index], "rb") as f:
-        return f.read()
-    except OSError as e:
-      raise CorruptImageError(f"cannot read {self.paths[index]}: {e}") from e
+    return read_file(self.paths[index])
 
   def annotations(self, index):
     height, width = image_size_of(self.encoded_image(index), self.paths[index])

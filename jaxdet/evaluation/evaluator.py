@@ -50,6 +50,9 @@ def make_detect_fn(detector, image_size, mesh):
 def detect(detector, variables, source, gts, config, mesh, issues):
   """``{image_id: dict(boxes, scores, labels)}`` in original pixels, for every image of
   ``source`` that could be decoded."""
+  if config.eval.batch_size % jax.device_count():
+    raise ValueError(f"eval batch size {config.eval.batch_size} must be a multiple of the "
+                     f"{jax.device_count()} devices")
   detect_batch = make_detect_fn(detector, tuple(config.data.image_size), mesh)
   dataset = pipeline.eval_dataset(source, config.data, batch_size=config.eval.batch_size,
                                   issues=issues, process_index=jax.process_index(),

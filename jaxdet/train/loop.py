@@ -6,6 +6,7 @@ import signal
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxdet import detectors
@@ -74,21 +75,32 @@ def format_duration(seconds):
 
 
 def mean_metrics(pending):
-  """Averages the per-step metric dicts fetched from the device."""
+  """Averages the per-step metric dicts fetched from the device (``all_finite`` aside)."""
   fetched = jax.device_get(pending)
-  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "all_finite"}
 
 
 def check_finite(pending, first_step, last_checkpoint):
-  losses = np.asarray([m["loss"] for m in jax.device_get(pending)])
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
+  """Raises :class:`NonFiniteLossError` if a step of ``pending`` produced a non-finite loss,
+  gradient or parameter; called before every checkpoint, so none holds such a state."""
+  fetched = jax.device_get(pending)
+  bad = [i for i, m in enumerate(fetched) if not m["all_finite"]]
+  if bad:
     kept = (f"the last good checkpoint (step {last_checkpoint}) is kept" if last_checkpoint
             else "no checkpoint had been written yet")
     raise NonFiniteLossError(
-        f"non-finite loss ({losses[bad[0]]}) at step {first_step + bad[0] + 1}. Training stopped; "
-        f"{kept}. Lower config.train.schedule.base_lr, lengthen the warmup, or set "
+        f"non-finite loss, gradient or parameters at step {first_step + bad[0] + 1} (loss "
+        f"{fetched[bad[0]]['loss']}). Training stopped; {kept}. Lower "
+        "config.train.schedule.base_lr, lengthen the warmup, or set "
         "config.train.optimizer.grad_clip_norm.")
+
+
+def agreed_stop(requested):
+  """Whether to stop now: on several hosts, when any host was signalled, so that all of them
+  leave the collective train step and write the checkpoint together."""
+  if jax.process_count() == 1:
+    return requested
+  return bool(multihost_utils.process_allgather(np.asarray(requested)).any())
 
 
 def load_sources(config):
@@ -135,8 +147,8 @@ def train(config, workdir):
   issues = sanitize.DataIssues()
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
   log.info("%s on %d devices; %d parameters; %d training images (%s)", config.model.family,
-               jax.device_count(), sum(x.size for x in jax.tree.leaves(state.params)),
-               len(train_source), train_source.name)
+           jax.device_count(), sum(x.size for x in jax.tree.leaves(state.params)),
+           len(train_source), train_source.name)
 
   # ------------------------------------------------------------------- Restore checkpoint.
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
@@ -144,14 +156,11 @@ def train(config, workdir):
   if mngr.latest_step() is not None:
     state, examples_seen = checkpoint.restore(mngr, state)
     log.info("resumed from %s at step %d (%d examples seen)", checkpoint.checkpoint_dir(workdir),
-                 int(state.step), examples_seen)
+             int(state.step), examples_seen)
   last_checkpoint = int(state.step)
 
   # ------------------------------------------------------------------------------- Train.
-  train_step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
-                       in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                       out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
-                       donate_argnums=(0,))
+  train_step = state_lib.jit_train_step(detector, tx, schedule, config.train.ema_decay, mesh)
   batches = pipeline.train_dataset(
       train_source, config.data, num_classes=config.model.num_classes,
       global_batch_size=batch_size, start_example=examples_seen, seed=config.seed, issues=issues,
@@ -160,32 +169,36 @@ def train(config, workdir):
   total = config.train.total_steps
   step = int(state.step)
   pending, interval_start, interval_step = [], time.time(), step
+  stopped = False
   with StopRequest() as stop:
-    while step < total and not stop.requested:
-      state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
-      pending.append(metrics)
-      step += 1
-      examples_seen += batch_size
-      save_now = step % config.train.checkpoint_every == 0 or step == total or stop.requested
-      if step % config.train.log_every == 0 or save_now:
-        check_finite(pending, step - len(pending), last_checkpoint)
-        scalars = mean_metrics(pending)
-        now = time.time()
-        steps_per_s = (step - interval_step) / max(now - interval_start, 1e-9)
-        log.info("step %d/%d | %s | %.2f steps/s | ETA %s", step, total,
-                     " ".join(f"{k} {v:.4g}" for k, v in sorted(scalars.items())), steps_per_s,
-                     format_duration((total - step) / max(steps_per_s, 1e-9)))
-        writer.write(step, {**{f"train/{k}": v for k, v in scalars.items()},
-                            "train/steps_per_second": steps_per_s,
-                            **{f"data_issues/{k}": v for k, v in issues.snapshot().items()}})
-        pending, interval_start, interval_step = [], now, step
-      if save_now:
-        checkpoint.save(mngr, state, examples_seen, train_source.class_names, config)
-        last_checkpoint = step
-      if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
-        run_evaluation(detector, state, config, mesh, issues, writer, workdir)
-  mngr.wait_until_finished()
-  mngr.close()
+    try:
+      while step < total and not stopped:
+        state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+        pending.append(metrics)
+        step += 1
+        examples_seen += batch_size
+        stopped = agreed_stop(stop.requested)
+        save_now = step % config.train.checkpoint_every == 0 or step == total or stopped
+        if step % config.train.log_every == 0 or save_now:
+          check_finite(pending, step - len(pending), last_checkpoint)
+          scalars = mean_metrics(pending)
+          now = time.time()
+          steps_per_s = (step - interval_step) / max(now - interval_start, 1e-9)
+          log.info("step %d/%d | %s | %.2f steps/s | ETA %s", step, total,
+                   " ".join(f"{k} {v:.4g}" for k, v in sorted(scalars.items())), steps_per_s,
+                   format_duration((total - step) / max(steps_per_s, 1e-9)))
+          writer.write(step, {**{f"train/{k}": v for k, v in scalars.items()},
+                              "train/steps_per_second": steps_per_s,
+                              **{f"data_issues/{k}": v for k, v in issues.snapshot().items()}})
+          pending, interval_start, interval_step = [], now, step
+        if save_now:
+          checkpoint.save(mngr, state, examples_seen, train_source.class_names, config)
+          last_checkpoint = step
+        if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
+          run_evaluation(detector, state, config, mesh, issues, writer, workdir)
+    finally:  # also on errors: the last good checkpoint is finished, not left half-written
+      mngr.wait_until_finished()
+      mngr.close()
   log.info("data issues (repaired or skipped): %s", issues.snapshot())
   if step < total:
     log.info("stopped at step %d; rerun the same command to resume", step)

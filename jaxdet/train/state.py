@@ -62,13 +62,24 @@ def make_train_step(detector, tx, schedule, ema_decay=0.0):
     if ema_decay:
       ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p,
                                 ema_params, params)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                   learning_rate=schedule(state.step))
+    grad_norm = optax.global_norm(grads)
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm, learning_rate=schedule(state.step),
+                   all_finite=jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite)
     new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                               opt_state=opt_state, ema_params=ema_params)
     return new_state, metrics
 
   return train_step
+
+
+def jit_train_step(detector, tx, schedule, ema_decay, mesh):
+  """The train step compiled for ``mesh``: state replicated and donated, batch sharded on the
+  data axis, metrics replicated."""
+  return jax.jit(make_train_step(detector, tx, schedule, ema_decay),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
+                 donate_argnums=(0,))
 
 
 def make_predict_step(detector, image_size):

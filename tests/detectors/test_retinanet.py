@@ -140,11 +140,33 @@ def test_decode_hand_built_outputs():
   np.testing.assert_allclose(dets.boxes[0, 2], clip(grid.boxes[10]), atol=1e-4)
 
 
+def test_decode_keeps_the_top_k_per_level_before_nms():
+  config = experiment.get_config("tiny_test").model
+  config.unlock()
+  config.decode.pre_nms_topk = 2
+  detector = detectors.build(config)
+  grid = detector.anchors((64, 64))
+  n = grid.num_anchors
+  p3 = grid.level_sizes[0]
+  # Four well-separated P3 candidates (0.9 > 0.8 > 0.7 > 0.6) and one P4 candidate (0.5):
+  # the per-level cut keeps only the best two of P3, so 0.7 and 0.6 never reach NMS.
+  logits = np.full((1, n, 10), -10.0, np.float32)
+  logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+  picks = {0: 0.9, 9 * 7 + 4: 0.8, 9 * 56 + 4: 0.7, 9 * 63 + 4: 0.6, p3 + 9 * 15 + 4: 0.5}
+  for anchor, score in picks.items():
+    logits[0, anchor, 2] = logit(score)
+  outputs = {"class_logits": jnp.asarray(logits), "box_deltas": jnp.zeros((1, n, 4))}
+  dets = detector.decode(outputs, (64, 64))
+  kept = np.sort(np.asarray(dets.scores[0][np.asarray(dets.valid[0])]))[::-1]
+  np.testing.assert_allclose(kept, [0.9, 0.8, 0.5], rtol=1e-5)
+
+
 def test_prior_probability_initialisation(detector):
   variables = detector.init(jax.random.PRNGKey(0), (64, 64))
   bias = variables["params"]["head"]["cls_output"]["bias"]
   np.testing.assert_allclose(bias, -np.log(0.99 / 0.01), rtol=1e-6)   # pi = 0.01
-  outputs, _ = detector.apply(variables, jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3)))
+  outputs, _ = jax.jit(detector.apply)(variables,
+                                       jax.random.normal(jax.random.PRNGKey(1), (2, 64, 64, 3)))
   np.testing.assert_allclose(jax.nn.sigmoid(outputs["class_logits"]).mean(), 0.01, rtol=0.2)
 
 

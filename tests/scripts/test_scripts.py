@@ -25,13 +25,13 @@ def run(script, *args, env=None, check=True):
 
 
 @pytest.fixture(scope="module")
-def workdir(coco_dir, tmp_path_factory):
+def workdir(scenes_dir, tmp_path_factory):
   path = str(tmp_path_factory.mktemp("trained"))
-  loop.train(tiny_config(coco_dir, total_steps=2, checkpoint_every=2), path)
+  loop.train(tiny_config(scenes_dir, total_steps=2, checkpoint_every=2), path)
   return path
 
 
-def test_evaluate_prints_coco_and_voc_tables(workdir, coco_dir):
+def test_evaluate_prints_coco_and_voc_tables(workdir, scenes_dir):
   out = run("evaluate.py", f"--workdir={workdir}", "--metrics=coco,voc07,voc12").stdout
   assert "step 2 on coco_json" in out
   assert "Average Precision  (AP) @[ IoU=0.50:0.95" in out or "no detections" in out
@@ -40,13 +40,13 @@ def test_evaluate_prints_coco_and_voc_tables(workdir, coco_dir):
   assert set(results) >= {"coco/AP", "coco/AP50", "voc07/mAP", "voc12/mAP"}
 
 
-def test_predict_writes_pngs_and_skips_unreadable_files(workdir, coco_dir, tmp_path):
+def test_predict_writes_pngs_and_skips_unreadable_files(workdir, scenes_dir, tmp_path):
   Image.fromarray(np.full((90, 120, 3), 200, np.uint8)).save(tmp_path / "photo.jpg")
   (tmp_path / "broken.png").write_bytes(b"not an image")
   out_dir = tmp_path / "out"
   out = run("predict.py", f"--workdir={workdir}", f"--output_dir={out_dir}",
             "--score_threshold=0.0", str(tmp_path / "photo.jpg"), str(tmp_path / "broken.png"),
-            os.path.join(coco_dir, "val", "val_0000.png")).stdout
+            os.path.join(scenes_dir, "val", "val_0000.png")).stdout
   assert "skipped" in out and "broken.png" in out
   with Image.open(out_dir / "photo.png") as image:
     assert image.size == (120, 90)

@@ -5,11 +5,11 @@ from experiments import retinanet as experiment
 from jaxdet import runtime
 
 
-def tiny_config(coco_dir, **train_overrides):
+def tiny_config(scenes_dir, **train_overrides):
   """``tiny_test`` RetinaNet on the fake COCO-json folder (3 classes, 64x64 inputs)."""
   config = experiment.get_config("tiny_test")
   config.unlock()
-  runtime.use_coco_json_dir(config, coco_dir)
+  runtime.use_coco_json_dir(config, scenes_dir)
   for key, value in train_overrides.items():
     config.train[key] = value
   config.lock()

@@ -14,13 +14,13 @@ from jaxdet.train import loop
 from tests.train.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOTAL = 8
+TOTAL = 24
 
 
-def train_command(coco_dir, workdir, total_steps):
+def train_command(scenes_dir, workdir, total_steps):
   return [sys.executable, os.path.join(REPO, "scripts", "train.py"),
           "--config=" + os.path.join(REPO, "experiments", "retinanet.py") + ":tiny_test",
-          f"--coco_json_dir={coco_dir}", f"--workdir={workdir}",
+          f"--coco_json_dir={scenes_dir}", f"--workdir={workdir}",
           f"--config.train.total_steps={total_steps}", "--config.train.checkpoint_every=2",
           "--config.train.log_every=1"]
 
@@ -45,18 +45,18 @@ def assert_same_state(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(coco_dir, tmp_path_factory):
-  config = tiny_config(coco_dir, total_steps=TOTAL, checkpoint_every=2)
+def uninterrupted(scenes_dir, tmp_path_factory):
+  config = tiny_config(scenes_dir, total_steps=TOTAL, checkpoint_every=2)
   _, state, *_ = loop.train(config, str(tmp_path_factory.mktemp("uninterrupted")))
   return config, state
 
 
-def test_kill_9_then_resume_is_exact(coco_dir, tmp_path, uninterrupted):
+def test_kill_9_then_resume_is_exact(scenes_dir, tmp_path, uninterrupted):
   config, reference = uninterrupted
   workdir = str(tmp_path / "killed")
   # A long run (its step schedule is the same: decays are at absolute steps), SIGKILLed as soon
   # as its step-4 checkpoint is complete.
-  process = subprocess.Popen(train_command(coco_dir, workdir, 10_000), stdout=subprocess.PIPE,
+  process = subprocess.Popen(train_command(scenes_dir, workdir, 10_000), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
   wait_for(lambda: os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), "4")), process)
   process.send_signal(signal.SIGKILL)
@@ -66,18 +66,19 @@ def test_kill_9_then_resume_is_exact(coco_dir, tmp_path, uninterrupted):
   assert_same_state(reference, resumed)
 
 
-def test_ctrl_c_saves_and_resume_is_exact(coco_dir, tmp_path, uninterrupted):
+def test_ctrl_c_saves_and_resume_is_exact(scenes_dir, tmp_path, uninterrupted):
   config, reference = uninterrupted
   workdir = str(tmp_path / "interrupted")
-  process = subprocess.Popen(train_command(coco_dir, workdir, TOTAL), stdout=subprocess.PIPE,
+  process = subprocess.Popen(train_command(scenes_dir, workdir, 10_000), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
   wait_for(lambda: os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), "2")), process)
   process.send_signal(signal.SIGINT)
   output, _ = process.communicate(timeout=120)
   assert process.returncode == 0, output
   stopped = [line for line in output.splitlines() if "stopped at step" in line]
-  if stopped:   # it may also have finished before the signal arrived
-    step = int(stopped[0].split("stopped at step ")[1].split(";")[0])
-    assert os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), str(step)))
+  assert stopped, output
+  step = int(stopped[0].split("stopped at step ")[1].split(";")[0])
+  assert 2 <= step < TOTAL
+  assert os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), str(step)))
   _, resumed, *_ = loop.train(config, workdir)
   assert_same_state(reference, resumed)

@@ -12,9 +12,7 @@ def run_steps(config, devices, batches):
   mesh = sharding.make_mesh(devices)
   detector = detectors.build(config.model)
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
-  step = jax.jit(state_lib.make_train_step(detector, tx, schedule, config.train.ema_decay),
-                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+  step = state_lib.jit_train_step(detector, tx, schedule, config.train.ema_decay, mesh)
   metrics = []
   for batch in batches:
     global_batch = sharding.global_batch(batch, mesh)
@@ -24,9 +22,9 @@ def run_steps(config, devices, batches):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-def test_sharded_step_equals_single_device(coco_dir):
+def test_sharded_step_equals_single_device(scenes_dir):
   assert jax.device_count() == 8
-  config = tiny_config(coco_dir, ema_decay=0.9)
+  config = tiny_config(scenes_dir, ema_decay=0.9)
   batches = [random_batch(8, seed=s) for s in range(3)]
   single_state, single_metrics = run_steps(config, jax.devices()[:1], batches)
   sharded_state, sharded_metrics = run_steps(config, jax.devices(), batches)
