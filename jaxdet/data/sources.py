@@ -107,13 +107,13 @@ TFDS_FIELDS = {
 }
 
 PREPARE_HELP = (
-    "Prepare it once, offline from this program, in array_record format (random access is what "
-    "makes resumed runs exact):\n"
+    "Prepare it once, apart from training, in array_record format (random access is what makes "
+    "resumed runs exact):\n"
+    "  python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}', "
+    "data_dir='{data_dir}', file_format='array_record').download_and_prepare()\"\n"
+    "or, with apache-beam installed (the tfds command line needs it):\n"
     "  tfds build {name} --data_dir={data_dir} --file_format=array_record\n"
-    "(COCO and VOC need their archives: see the TFDS catalog page of {name} for manual download "
-    "instructions), or convert an existing TFRecord copy:\n"
-    "  tfds convert_format --dataset_version_dir={data_dir}/{name}/<version> "
-    "--out_file_format=array_record")
+    "A TFRecord copy can be converted with `tfds convert_format` (also apache-beam).")
 
 
 class TfdsSource(Source):

@@ -25,6 +25,16 @@ def train_command(scenes_dir, workdir, total_steps):
           "--config.train.log_every=1"]
 
 
+def long_run_past_checkpoint(scenes_dir, workdir, step):
+  """A training subprocess of 10,000 steps (its step schedule equals the 24-step run's: decays
+  are at absolute steps), returned once its checkpoint ``step`` is complete."""
+  process = subprocess.Popen(train_command(scenes_dir, workdir, 10_000), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  done = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
+  wait_for(lambda: os.path.isdir(done), process)
+  return process
+
+
 def wait_for(predicate, process, timeout=240):
   start = time.time()
   while not predicate():
@@ -54,11 +64,7 @@ def uninterrupted(scenes_dir, tmp_path_factory):
 def test_kill_9_then_resume_is_exact(scenes_dir, tmp_path, uninterrupted):
   config, reference = uninterrupted
   workdir = str(tmp_path / "killed")
-  # A long run (its step schedule is the same: decays are at absolute steps), SIGKILLed as soon
-  # as its step-4 checkpoint is complete.
-  process = subprocess.Popen(train_command(scenes_dir, workdir, 10_000), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-  wait_for(lambda: os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), "4")), process)
+  process = long_run_past_checkpoint(scenes_dir, workdir, 4)
   process.send_signal(signal.SIGKILL)
   process.wait()
   _, resumed, *_ = loop.train(config, workdir)
@@ -69,9 +75,7 @@ def test_kill_9_then_resume_is_exact(scenes_dir, tmp_path, uninterrupted):
 def test_ctrl_c_saves_and_resume_is_exact(scenes_dir, tmp_path, uninterrupted):
   config, reference = uninterrupted
   workdir = str(tmp_path / "interrupted")
-  process = subprocess.Popen(train_command(scenes_dir, workdir, 10_000), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-  wait_for(lambda: os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), "2")), process)
+  process = long_run_past_checkpoint(scenes_dir, workdir, 2)
   process.send_signal(signal.SIGINT)
   output, _ = process.communicate(timeout=120)
   assert process.returncode == 0, output
