@@ -266,8 +266,16 @@ class FileListSource(Source):
   def encoded_image(self, index):
     return read_file(self.paths[index])
 
+  def __getitem__(self, index):
+    # One read: the decoded image gives the size (with_image sets it), no header pass needed.
+    return self.with_image(self.encoded_image(index), self._no_boxes(index, 0, 0), index)
+
   def annotations(self, index):
     height, width = image_size_of(self.encoded_image(index), self.paths[index])
+    return self._no_boxes(index, height, width)
+
+  @staticmethod
+  def _no_boxes(index, height, width):
     return dict(boxes=np.zeros((0, 4)), labels=np.zeros(0, np.int64), ignore=np.zeros(0, bool),
                 area=np.zeros(0), image_id=index, height=height, width=width)
 

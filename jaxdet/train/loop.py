@@ -95,12 +95,13 @@ def check_finite(pending, first_step, last_checkpoint):
         "config.train.optimizer.grad_clip_norm.")
 
 
-def agreed_stop(requested):
-  """Whether to stop now: on several hosts, when any host was signalled, so that all of them
-  leave the collective train step and write the checkpoint together."""
+def agreed_stop(requested, at_log_step):
+  """Whether to stop now. On several hosts all must leave the collective train step together,
+  so they agree (any host signalled) at log steps only: a cross-host exchange every step would
+  stall the asynchronous dispatch of the steps."""
   if jax.process_count() == 1:
     return requested
-  return bool(multihost_utils.process_allgather(np.asarray(requested)).any())
+  return at_log_step and bool(multihost_utils.process_allgather(np.asarray(requested)).any())
 
 
 def load_sources(config):
@@ -177,7 +178,7 @@ def train(config, workdir):
         pending.append(metrics)
         step += 1
         examples_seen += batch_size
-        stopped = agreed_stop(stop.requested)
+        stopped = agreed_stop(stop.requested, step % config.train.log_every == 0)
         save_now = step % config.train.checkpoint_every == 0 or step == total or stopped
         if step % config.train.log_every == 0 or save_now:
           check_finite(pending, step - len(pending), last_checkpoint)
