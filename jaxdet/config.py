@@ -17,6 +17,9 @@ def base_config():
   c.data.image_size = (128, 128)               # static network input (height, width)
   c.data.max_boxes = 100                       # ground-truth budget M per image
   c.data.random_flip = True
+  c.data.keep_aspect_ratio = True              # False: warp to image_size (SSD, YOLO)
+  c.data.augment = ""                          # family augmentation: "" none or "ssd"
+  c.data.expand_max_ratio = 4.0                # SSD zoom-out canvas up to 4x (Sec. 3.6: 16)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16                      # global, over all devices and hosts

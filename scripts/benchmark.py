@@ -5,6 +5,8 @@ backward, optimizer), inference (forward + decode + NMS), target matching + loss
 batched NMS alone. Run from the checkout:
 
   python scripts/benchmark.py                    # RetinaNet R50-FPN, 512x512, batch 2
+  python scripts/benchmark.py --config=experiments/ssd.py:ssd300_voc --image_size=300 \
+      --batch_size=4                             # SSD300
   python scripts/benchmark.py --image_size=1024 --batch_size=16 --config.model.dtype=bfloat16
   PYTHONPATH=. python scripts/benchmark.py --json=bench.json      # on a GPU machine
 

@@ -104,9 +104,11 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
                   issues, process_index=0, process_count=1, augment=None):
   """Infinite batches for this host from global example ``start_example`` (a batch boundary).
 
-  ``augment(image, boxes, seeds) -> (image, boxes)`` is the family's augmentation (tf graph,
-  ``seeds [k, 2]`` independent stateless seeds); random horizontal flip is always available
-  through ``data_config.random_flip``.
+  ``augment(image, boxes, labels, seeds) -> (image, boxes, labels)`` is the family's
+  augmentation (tf graph, e.g. ``jaxdet.data.augment.build(data_config)``): image float32 0-255,
+  boxes pixels of it, ``seeds [7, 2]`` independent stateless seeds; it may change the image size
+  and drop boxes with their labels. Random horizontal flip is always available through
+  ``data_config.random_flip``, after the augmentation.
   """
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} hosts")
@@ -127,10 +129,11 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
     labels = tf.ensure_shape(labels, [None])
     seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), g]), 8)
     if augment is not None:
-      image, boxes = augment(image, boxes, seeds[1:])
+      image, boxes, labels = augment(image, boxes, labels, seeds[1:])
     if data_config.random_flip:
       image, boxes = transforms.random_horizontal_flip(image, boxes, seeds[0])
-    image, boxes, _ = transforms.resize_and_pad(normalize(image), boxes, height, width)
+    image, boxes, _ = transforms.resize_and_pad(normalize(image), boxes, height, width,
+                                                 data_config.keep_aspect_ratio)
     return {"image": image, **pad_targets(boxes, labels, data_config.max_boxes)}
 
   start_local = start_example // process_count
@@ -159,7 +162,8 @@ def eval_dataset(source, data_config, *, batch_size, issues, process_index=0, pr
     image, image_id, skip = tf.numpy_function(loader.eval_example, [tf.minimum(i, n - 1), i >= n],
                                               [tf.uint8, tf.int64, tf.bool], stateful=False)
     image = tf.ensure_shape(image, [None, None, 3])
-    image, _, scale = transforms.resize_and_pad(normalize(image), tf.zeros([0, 4]), height, width)
+    image, _, scale = transforms.resize_and_pad(normalize(image), tf.zeros([0, 4]), height, width,
+                                                data_config.keep_aspect_ratio)
     return {"image": image, "image_id": tf.ensure_shape(image_id, []),
             "scale": scale, "skip": tf.ensure_shape(skip, [])}
 

@@ -13,16 +13,22 @@ def random_horizontal_flip(image, boxes, seed):
           tf.cond(flip, lambda: flipped_boxes, lambda: boxes))
 
 
-def resize_and_pad(image, boxes, height, width):
-  """Scales the image to fit inside ``height x width`` keeping its aspect ratio, pads the bottom
-  and right with zeros (the mean, once normalized), and scales the boxes alike.
+def resize_and_pad(image, boxes, height, width, keep_aspect_ratio=True):
+  """Fits the image to ``height x width`` and scales the boxes alike.
+
+  With ``keep_aspect_ratio`` the image is scaled to fit inside and the bottom and right are
+  padded with zeros (the mean, once normalized); without, it is warped to exactly that size (as
+  SSD and YOLO do).
 
   Returns ``(image [height, width, C] float32, boxes, scale [2])`` with ``scale = (s_y, s_x)``
-  the input pixels per original pixel (equal up to rounding of the resized size).
+  the input pixels per original pixel (equal up to rounding when the aspect ratio is kept).
   """
   size = tf.cast(tf.shape(image)[:2], tf.float32)
-  factor = tf.minimum(height / size[0], width / size[1])
-  new_size = tf.maximum(tf.cast(tf.round(size * factor), tf.int32), 1)
+  if keep_aspect_ratio:
+    factor = tf.minimum(height / size[0], width / size[1])
+    new_size = tf.maximum(tf.cast(tf.round(size * factor), tf.int32), 1)
+  else:
+    new_size = tf.constant([height, width], tf.int32)
   image = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bilinear")
   image = tf.image.pad_to_bounding_box(image, 0, 0, height, width)
   scale = tf.cast(new_size, tf.float32) / size

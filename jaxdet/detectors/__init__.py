@@ -1,7 +1,7 @@
 """Detector families. ``build(config.model)`` returns the family's :class:`Detector`."""
 import importlib
 
-FAMILIES = ("retinanet",)
+FAMILIES = ("retinanet", "ssd")
 
 
 def build(model_config):

@@ -10,14 +10,15 @@ from jaxdet.models import conv as conv_lib
 he_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def conv(features, kernel_size, strides=1, *, dilation=1, use_bias=False, dtype=jnp.float32,
-         kernel_init=he_fan_out, bias_init=nn.initializers.zeros, name=None):
-  """Conv with symmetric padding ``dilation * (k // 2)`` (the Caffe/PyTorch convention).
+def conv(features, kernel_size, strides=1, *, dilation=1, padding=None, use_bias=False,
+         dtype=jnp.float32, kernel_init=he_fan_out, bias_init=nn.initializers.zeros, name=None):
+  """Conv with symmetric padding, ``dilation * (k // 2)`` unless ``padding`` is given (the
+  Caffe/PyTorch convention).
 
   Flax's "SAME" pads asymmetrically for even inputs at stride 2; symmetric padding keeps
   feature maps aligned with the anchor centres and with the reference implementations.
   """
-  pad = dilation * (kernel_size // 2)
+  pad = dilation * (kernel_size // 2) if padding is None else padding
   return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
                  padding=((pad, pad), (pad, pad)), kernel_dilation=(dilation, dilation),
                  use_bias=use_bias, dtype=dtype, kernel_init=kernel_init, bias_init=bias_init,
@@ -31,17 +32,27 @@ def batch_norm(train, dtype=jnp.float32, name=None, scale_init=nn.initializers.o
                       scale_init=scale_init, name=name)
 
 
-def max_pool(x, window, stride):
-  """Max pooling with symmetric padding ``window // 2``, as the element-wise maximum of the
-  ``window^2`` strided shifts of the input. Same values as ``nn.max_pool``; its gradient is a
-  chain of selects instead of XLA's select-and-scatter, which is ~20x slower on CPU."""
-  pad = window // 2
-  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+def max_pool(x, window, stride, padding=None):
+  """Max pooling, as the element-wise maximum of the ``window^2`` strided shifts of the input.
+
+  ``padding`` is ``((top, bottom), (left, right))``, symmetric ``window // 2`` by default. Same
+  values as ``nn.max_pool``; its gradient is a chain of selects instead of XLA's
+  select-and-scatter, which is ~20x slower on CPU."""
+  if padding is None:
+    padding = ((window // 2,) * 2,) * 2
+  x = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
   out_h = (x.shape[1] - window) // stride + 1
   out_w = (x.shape[2] - window) // stride + 1
   shifts = [x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride]
             for i in range(window) for j in range(window)]
   return functools.reduce(jnp.maximum, shifts)
+
+
+def max_pool_ceil(x, window=2, stride=2):
+  """Pooling with Caffe's rounding up of the output size ("ceil mode"): the bottom and right
+  are padded just enough for a last, partial window (SSD300's pool3: 75 -> 38)."""
+  extra = [(-(size - window) % stride) for size in x.shape[1:3]]
+  return max_pool(x, window, stride, ((0, extra[0]), (0, extra[1])))
 
 
 def upsample_nearest_2x(x):

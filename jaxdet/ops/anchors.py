@@ -15,7 +15,7 @@ class AnchorGrid:
   """Anchors for one network input size."""
   boxes: np.ndarray            # [N, 4] float32, (x1, y1, x2, y2) in input pixels
   level_sizes: tuple           # anchors per pyramid level, in order; sums to N
-  anchors_per_cell: int
+  anchors_per_cell: tuple      # anchors per feature-map cell, per level
 
   @property
   def num_anchors(self):
@@ -68,4 +68,65 @@ def retinanet_anchors(image_size, min_level=3, max_level=7, anchor_size=4.0, num
     level_boxes.append(grid_anchors(height // stride, width // stride, stride, shapes))
   return AnchorGrid(boxes=np.concatenate(level_boxes).astype(np.float32),
                     level_sizes=tuple(len(b) for b in level_boxes),
-                    anchors_per_cell=num_scales * len(aspect_ratios))
+                    anchors_per_cell=(num_scales * len(aspect_ratios),) * len(level_boxes))
+
+
+def ssd_scales(num_layers, s_min=0.2, s_max=0.9, first_scale=None):
+  """Default-box scales ``s_1 .. s_{L+1}`` of SSD (Liu et al. 2016, Sec. 2.2, Eq. 4).
+
+  ``s_l = s_min + (s_max - s_min) (l - 1) / (L - 1)``; the formula continued one step gives
+  ``s_{L+1}``, which only the extra ratio-1 box ``sqrt(s_L s_{L+1})`` of the last layer uses
+  (the Caffe models' last max_size, 1.05 for SSD300). With ``first_scale`` the first layer
+  (conv4_3) gets that scale instead and the formula spans the remaining ``L - 1`` layers: the
+  paper's PASCAL setting, 0.1 on conv4_3 (Sec. 3.1).
+  """
+  formula_layers = num_layers - (first_scale is not None)
+  if formula_layers < 2:
+    raise ValueError(f"need at least 2 layers on the scale formula, got {formula_layers}")
+  step = (s_max - s_min) / (formula_layers - 1)
+  scales = [s_min + step * k for k in range(formula_layers + 1)]
+  return ([first_scale] if first_scale is not None else []) + scales
+
+
+def ssd_cell_shapes(scale, next_scale, aspect_ratios):
+  """Relative ``(w, h)`` of one cell's default boxes ``[A, 2]`` (Sec. 2.2): ratio 1 at ``s_l``,
+  ratio 1 at ``s'_l = sqrt(s_l s_{l+1})``, then each ratio ``r`` and ``1 / r`` of
+  ``aspect_ratios``, with ``w = s sqrt(r)``, ``h = s / sqrt(r)``."""
+  shapes = [(scale, scale), (np.sqrt(scale * next_scale),) * 2]
+  for ratio in aspect_ratios:
+    for r in (ratio, 1.0 / ratio):
+      shapes.append((scale * np.sqrt(r), scale / np.sqrt(r)))
+  return np.asarray(shapes, np.float64)
+
+
+def ssd_default_boxes(image_size, feature_sizes, aspect_ratios, s_min=0.2, s_max=0.9,
+                      first_scale=None, clip=False):
+  """SSD default boxes (Liu et al. 2016, Sec. 2.2) for ``image_size = (H, W)``.
+
+  Layer ``l`` with an ``m x n`` feature map puts ``2 + 2 len(aspect_ratios[l])`` boxes (4 or 6)
+  at every centre ``((j + 0.5) / n, (i + 0.5) / m)``, scaled by the image size. ``clip``
+  clips the corners to the image (torchvision); the authors' Caffe models do not (``clip:
+  false`` in their prior boxes), so boxes of the coarse layers may extend past the borders.
+  SSD300: 38^2 x 4 + 19^2 x 6 + 10^2 x 6 + 5^2 x 6 + 3^2 x 4 + 1 x 4 = 8732 boxes.
+  """
+  height, width = image_size
+  if len(aspect_ratios) != len(feature_sizes):
+    raise ValueError(f"{len(feature_sizes)} feature maps but {len(aspect_ratios)} ratio lists")
+  scales = ssd_scales(len(feature_sizes), s_min, s_max, first_scale)
+  level_boxes, per_cell = [], []
+  for l, ((rows, cols), ratios) in enumerate(zip(feature_sizes, aspect_ratios)):
+    shapes = ssd_cell_shapes(scales[l], scales[l + 1], ratios) * (width, height)
+    # Centres in units of the cell, as grid_anchors: stride = image size / map size.
+    ys = (np.arange(rows) + 0.5) * (height / rows)
+    xs = (np.arange(cols) + 0.5) * (width / cols)
+    cy, cx = np.meshgrid(ys, xs, indexing="ij")
+    centres = np.stack([cx, cy], axis=-1).reshape(-1, 1, 2)
+    half = shapes.reshape(1, -1, 2) / 2
+    level_boxes.append(np.concatenate([centres - half, centres + half], -1).reshape(-1, 4))
+    per_cell.append(len(shapes))
+  boxes = np.concatenate(level_boxes)
+  if clip:
+    boxes = np.clip(boxes, 0, [width, height, width, height])
+  return AnchorGrid(boxes=boxes.astype(np.float32),
+                    level_sizes=tuple(len(b) for b in level_boxes),
+                    anchors_per_cell=tuple(per_cell))

@@ -32,3 +32,31 @@ def smooth_l1(x, beta=1.0):
   if beta <= 0:
     return x
   return jnp.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
+
+
+def softmax_cross_entropy(logits, labels):
+  """``-log softmax(logits)[label]`` per row, in float32 (SSD's confidence loss, Eq. 3)."""
+  logits = logits.astype(jnp.float32)
+  picked = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return jax.nn.logsumexp(logits, axis=-1) - picked
+
+
+def hard_negatives(negative_loss, negative, num_positive, neg_pos_ratio=3):
+  """SSD's hard negative mining (Liu et al. 2016, Sec. 2.2 "Hard negative mining").
+
+  Per image (row), keeps the negatives with the highest ``negative_loss`` so that at most
+  ``neg_pos_ratio`` (3) negatives count per positive; an image without positives keeps none.
+  Ties are broken by position (first wins), so the choice is deterministic.
+
+  Args:
+    negative_loss: ``[B, N]`` confidence loss of each box as background (not differentiated).
+    negative: ``[B, N]`` bool, the candidate negatives.
+    num_positive: ``[B]`` positives per image.
+  Returns:
+    ``[B, N]`` bool mask of the kept negatives.
+  """
+  ranked = jnp.where(negative, jax.lax.stop_gradient(negative_loss).astype(jnp.float32), -jnp.inf)
+  order = jnp.argsort(-ranked, axis=1, stable=True)
+  rank = jnp.argsort(order, axis=1)
+  keep = jnp.minimum(neg_pos_ratio * num_positive, jnp.sum(negative, axis=1))
+  return negative & (rank < keep[:, None])

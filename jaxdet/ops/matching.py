@@ -46,6 +46,30 @@ def max_iou_match(anchors, gt_boxes, gt_mask, *, positive_threshold=0.5, negativ
   return Match(matched_gt=matched_gt, labels=labels.astype(jnp.int32))
 
 
+def ssd_match(default_boxes, gt_boxes, gt_mask, *, threshold=0.5):
+  """SSD's matching strategy (Liu et al. 2016, Sec. 2.2 "Matching strategy").
+
+  First every truth is matched to the default box with its best IoU (the MultiBox bipartite
+  step; a truth overlapping no box at all, IoU 0, claims none); then every other default box is
+  matched to its best truth when that IoU is ``> threshold`` (0.5). The rest are negatives: SSD
+  has no ignore band. When two truths claim the same box as their best, the higher slot wins.
+
+  Returns a :class:`Match` with labels POSITIVE or NEGATIVE.
+  """
+  iou = box_ops.pairwise_iou(default_boxes[None], gt_boxes)     # [B, N, M]
+  iou = jnp.where(gt_mask[:, None, :], iou, -1.0)
+  best_iou = jnp.max(iou, axis=-1)
+  matched_gt = jnp.argmax(iou, axis=-1).astype(jnp.int32)
+  best_box = jnp.argmax(iou, axis=1)                            # [B, M]
+  claims = ((jnp.arange(iou.shape[1])[None, :, None] == best_box[:, None, :])
+            & gt_mask[:, None, :] & (jnp.max(iou, axis=1) > 0)[:, None, :])
+  claimed = jnp.any(claims, axis=-1)
+  claimant = jnp.argmax(jnp.where(claims, jnp.arange(iou.shape[2]), -1), axis=-1)
+  matched_gt = jnp.where(claimed, claimant, matched_gt).astype(jnp.int32)
+  labels = jnp.where(claimed | (best_iou > threshold), POSITIVE, NEGATIVE)
+  return Match(matched_gt=matched_gt, labels=labels.astype(jnp.int32))
+
+
 def gather_matched(values, matched_gt):
   """``values [B, M, ...]`` gathered at ``matched_gt [B, N]`` -> ``[B, N, ...]``."""
   index = matched_gt.reshape(matched_gt.shape + (1,) * (values.ndim - 2))

@@ -10,6 +10,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxdet import detectors
+from jaxdet.data import augment
 from jaxdet.data import pipeline
 from jaxdet.data import sanitize
 from jaxdet.data import sources
@@ -165,7 +166,8 @@ def train(config, workdir):
   batches = pipeline.train_dataset(
       train_source, config.data, num_classes=config.model.num_classes,
       global_batch_size=batch_size, start_example=examples_seen, seed=config.seed, issues=issues,
-      process_index=jax.process_index(), process_count=jax.process_count()).as_numpy_iterator()
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      augment=augment.build(config.data)).as_numpy_iterator()
   writer = MetricWriter(workdir)
   total = config.train.total_steps
   step = int(state.step)

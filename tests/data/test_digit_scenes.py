@@ -3,6 +3,7 @@ digits chosen by the test so that every stroke can be told apart from the backgr
 import numpy as np
 import pytest
 
+from jaxdet import config as config_lib
 from jaxdet.data import digit_scenes
 from jaxdet.data import sources
 
@@ -201,11 +202,11 @@ def test_built_dataset_concat_spec(built_dir):
 
 
 def test_built_dataset_feeds_the_pipelines(built_dir):
-  import ml_collections  # pylint: disable=import-outside-toplevel
   from jaxdet.data import pipeline  # pylint: disable=import-outside-toplevel
   from jaxdet.data import sanitize  # pylint: disable=import-outside-toplevel
   source = sources.build_source("digit_scenes:train", data_dir=built_dir)
-  config = ml_collections.ConfigDict(dict(image_size=(64, 64), max_boxes=8, random_flip=True))
+  config = config_lib.base_config().data
+  config.update(dict(image_size=(64, 64), max_boxes=8, random_flip=True))
   issues = sanitize.DataIssues()
   ds = pipeline.train_dataset(source, config, num_classes=10, global_batch_size=2,
                               start_example=0, seed=0, issues=issues)

@@ -4,11 +4,11 @@ Each good image there is a solid colour with white rectangles on its boxes, so a
 tells which record it came from (its colour) and where its boxes must be (its white pixels); the
 expected boxes after resize + pad (+ flip) are worked out by hand below for image_size 24 x 32.
 """
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from jaxdet import config as config_lib
 from jaxdet.data import pipeline
 from jaxdet.data import sanitize
 from jaxdet.data import sources
@@ -39,9 +39,8 @@ EXPECTED = {
 
 
 def data_config(**overrides):
-  config = ml_collections.ConfigDict(dict(image_size=(HEIGHT, WIDTH), max_boxes=4,
-                                          random_flip=True))
-  config.update(overrides)
+  config = config_lib.base_config().data        # the real schema, defaults included
+  config.update({"image_size": (HEIGHT, WIDTH), "max_boxes": 4, "random_flip": True, **overrides})
   return config
 
 
@@ -254,11 +253,11 @@ def coco_folder_source_of_nothing():
 def test_augment_hook_gets_0_255_images_and_independent_seeds(source):
   seen = {}
 
-  def augment(image, boxes, seeds):
+  def augment(image, boxes, labels, seeds):
     seen["seeds"] = seeds.shape
     tf.debugging.assert_greater_equal(tf.reduce_min(image), 0.0)
     tf.debugging.assert_less_equal(tf.reduce_max(image), 255.0)
-    return tf.zeros_like(image) + 255.0, boxes + 1.0
+    return tf.zeros_like(image) + 255.0, boxes + 1.0, labels
 
   batch = train_batches(source, 1, augment=augment, config=data_config(random_flip=False))[0]
   assert tuple(seen["seeds"]) == (7, 2)

@@ -10,7 +10,7 @@ def test_counts_levels_and_order():
   # P3..P7 on 512: 64^2, 32^2, 16^2, 8^2, 4^2 cells, 9 anchors each.
   assert grid.level_sizes == tuple(9 * s * s for s in (64, 32, 16, 8, 4))
   assert grid.num_anchors == 9 * (4096 + 1024 + 256 + 64 + 16) == 49104
-  assert grid.anchors_per_cell == 9
+  assert grid.anchors_per_cell == (9,) * 5
 
 
 def test_areas_are_32_to_512_squared_with_octave_scales():

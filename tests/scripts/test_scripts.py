@@ -8,11 +8,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from experiments import ssd
 from jaxdet.train import loop
 from tests.train.helpers import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "experiments", "retinanet.py") + ":tiny_test"
+TINY_SSD = os.path.join(REPO, "experiments", "ssd.py") + ":tiny_test"
 
 
 def run(script, *args, env=None, check=True):
@@ -53,6 +55,17 @@ def test_predict_writes_pngs_and_skips_unreadable_files(workdir, scenes_dir, tmp
   assert (out_dir / "val_0000.png").exists()
 
 
+def test_ssd_checkpoints_evaluate_and_predict_unchanged(scenes_dir, tmp_path):
+  workdir = str(tmp_path / "ssd")
+  loop.train(tiny_config(scenes_dir, ssd, total_steps=2, checkpoint_every=2), workdir)
+  out = run("evaluate.py", f"--workdir={workdir}", "--metrics=voc07").stdout
+  assert "step 2 on coco_json" in out and "VOC07 mAP@0.5" in out
+  out_dir = tmp_path / "out"
+  run("predict.py", f"--workdir={workdir}", f"--output_dir={out_dir}", "--score_threshold=0.0",
+      os.path.join(scenes_dir, "val", "val_0000.png"))
+  assert (out_dir / "val_0000.png").exists()
+
+
 def test_train_rejects_a_mistyped_config_key():
   result = run("train.py", f"--config={TINY}", "--config.train.batch_sise=4", check=False)
   assert result.returncode != 0
@@ -68,12 +81,13 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
   assert not checkpoints.exists() or not os.listdir(checkpoints)
 
 
-def test_benchmark_runs_without_tensorflow(tmp_path):
+@pytest.mark.parametrize("config", [TINY, TINY_SSD], ids=["retinanet", "ssd"])
+def test_benchmark_runs_without_tensorflow(tmp_path, config):
   fake = tmp_path / "no_tf" / "tensorflow"
   fake.mkdir(parents=True)
   (fake / "__init__.py").write_text("raise ImportError('benchmark.py must not import TensorFlow')")
   out_json = tmp_path / "bench.json"
-  run("benchmark.py", f"--config={TINY}", "--image_size=64", "--batch_size=8", "--steps=1",
+  run("benchmark.py", f"--config={config}", "--image_size=64", "--batch_size=8", "--steps=1",
       "--nms_candidates=300", f"--json={out_json}",
       env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{REPO}"})
   results = json.loads(out_json.read_text())

@@ -1,12 +1,13 @@
 """Configs and batches shared by the training tests."""
 import numpy as np
 
-from experiments import retinanet as experiment
+from experiments import retinanet
 from jaxdet import runtime
 
 
-def tiny_config(scenes_dir, **train_overrides):
-  """``tiny_test`` RetinaNet on the fake COCO-json folder (3 classes, 64x64 inputs)."""
+def tiny_config(scenes_dir, experiment=retinanet, **train_overrides):
+  """``tiny_test`` of ``experiment`` (RetinaNet by default) on the fake COCO-json folder (3
+  classes, 64x64 inputs)."""
   config = experiment.get_config("tiny_test")
   config.unlock()
   runtime.use_coco_json_dir(config, scenes_dir)

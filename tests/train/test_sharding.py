@@ -1,6 +1,10 @@
 """The sharded train step over 8 (simulated) devices equals the single-device step."""
 import jax
 import numpy as np
+import pytest
+
+from experiments import retinanet
+from experiments import ssd
 
 from jaxdet import detectors
 from jaxdet.train import sharding
@@ -22,14 +26,18 @@ def run_steps(config, devices, batches):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-def test_sharded_step_equals_single_device(scenes_dir):
+# SSD's narrow VGG has batch norm after every conv over 8 images: reduction order moves its
+# parameters by ~1e-4 relative after three steps.
+@pytest.mark.parametrize("experiment,rtol", [(retinanet, 2e-5), (ssd, 3e-4)],
+                         ids=["retinanet", "ssd"])
+def test_sharded_step_equals_single_device(scenes_dir, experiment, rtol):
   assert jax.device_count() == 8
-  config = tiny_config(scenes_dir, ema_decay=0.9)
+  config = tiny_config(scenes_dir, experiment, ema_decay=0.9)
   batches = [random_batch(8, seed=s) for s in range(3)]
   single_state, single_metrics = run_steps(config, jax.devices()[:1], batches)
   sharded_state, sharded_metrics = run_steps(config, jax.devices(), batches)
   for name in ("params", "model_state", "ema_params", "opt_state"):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol / 10),
                  getattr(single_state, name), getattr(sharded_state, name))
   for a, b in zip(single_metrics, sharded_metrics):
     assert a["num_positive"] == b["num_positive"]

@@ -1,0 +1,140 @@
+r"""SSD (Liu et al. 2016) recipes; pick one with ``--config=experiments/ssd.py:<variant>``.
+
+Variants:
+  ssd300_voc   the paper's PASCAL recipe (Sec. 3.1): VOC07+12 trainval, 300x300, batch 32, SGD
+               momentum 0.9, weight decay 5e-4, lr 1e-3 for 40k steps then 1e-4 and 1e-5 for
+               10k each (plus a 1k-step warmup of ours); conv4_3 default boxes at scale 0.1,
+               the others 0.2-0.9; VOC07 11-point mAP on VOC2007 test.
+  ssd512_voc   the same at 512x512 with SSD512's seven maps (conv4_3 at 0.07, then 0.15-0.9).
+  ssd300_coco  the COCO recipe (Sec. 3.4): trainval35k (here COCO 2017 train), lr 1e-3 for 160k
+               steps then 1e-4 and 1e-5 for 40k each; smaller default boxes (conv4_3 at 0.07,
+               then 0.15-0.9); COCO AP on val2017.
+  ssd512_coco  the same at 512x512 (conv4_3 at 0.04, then 0.1-0.9).
+  tiny_digits  a narrow VGG with batch norm on the shipped ``digit_scenes``, 128x128, five maps;
+               trains on a 2-core CPU (README "What was measured").
+  tiny_test    the smallest model, for tests and smoke runs.
+
+The paper starts from an ImageNet-pretrained VGG-16; weight import is not part of jaxdet yet, so
+the paper variants train from scratch unless you restore converted weights yourself.
+Every variant uses SSD's augmentation (photometric, zoom-out, min-IoU crop, flip) and warps the
+image to the square input, as the paper does.
+
+Example:
+  python scripts/train.py --config=experiments/ssd.py:ssd300_voc --workdir=runs/ssd300 \
+      --config.data.data_dir=/data/tfds
+"""
+import ml_collections
+
+from jaxdet import config as config_lib
+from jaxdet.models import vgg
+
+# Extra aspect ratios per feature map (Sec. 2.2 / 3.1): {2, 1/2} on conv4_3 and the last two
+# maps (4 default boxes per cell), {2, 1/2, 3, 1/3} elsewhere (6 boxes).
+SSD300_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+SSD512_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
+
+
+def model_config(num_classes, size=300):
+  """The paper's SSD300 (or SSD512) for PASCAL; ``num_classes`` excludes the background."""
+  return ml_collections.ConfigDict(dict(
+      family="ssd",
+      num_classes=num_classes,
+      dtype="float32",
+      base=dict(stage_widths=vgg.VGG16_WIDTHS, stage_depths=vgg.VGG16_DEPTHS,
+                fc_width=1024, fc6_dilation=6,       # atrous fc6 (Sec. 3 "Base network")
+                extras=vgg.SSD300_EXTRAS if size == 300 else vgg.SSD512_EXTRAS,
+                l2norm_scale=20.0,                   # conv4_3 L2Norm scale init (Sec. 3.1)
+                batch_norm=False),
+      default_boxes=dict(
+          aspect_ratios=SSD300_RATIOS if size == 300 else SSD512_RATIOS,
+          s_min=0.2 if size == 300 else 0.15, s_max=0.9,          # Sec. 2.2 Eq. 4
+          first_scale=0.1 if size == 300 else 0.07,               # conv4_3 (Sec. 3.1); 0: none
+          clip=False),                                            # as the authors' Caffe
+      matcher=dict(threshold=0.5),                   # Sec. 2.2 "Matching strategy"
+      loss=dict(alpha=1.0,                           # Eq. 1, "alpha set to 1 by cross validation"
+                neg_pos_ratio=3,                     # "Hard negative mining": at most 3:1
+                smooth_l1_beta=1.0,
+                box_weights=(10.0, 10.0, 5.0, 5.0)),  # 1 / variances (0.1, 0.1, 0.2, 0.2)
+      decode=dict(score_threshold=0.01, pre_nms_topk=2000, nms_iou_threshold=0.45,
+                  max_detections=200),               # Sec. 3 inference settings
+  ))
+
+
+def paper_recipe(size, dataset):
+  c = config_lib.base_config()
+  if dataset == "voc":
+    c.model = model_config(20, size)
+    c.data.train = "voc/2007:train+validation,voc/2012:train+validation"
+    c.data.eval = "voc/2007:test"
+    c.eval.metrics = ("voc07",)
+    steps, decays = 60_000, (40_000, 50_000)          # Sec. 3.1: 40k at 1e-3, 10k, 10k
+  else:
+    c.model = model_config(80, size)
+    c.model.default_boxes.s_min = 0.15 if size == 300 else 0.1   # Sec. 3.4: smaller boxes
+    c.model.default_boxes.first_scale = 0.07 if size == 300 else 0.04
+    c.data.train, c.data.eval = "coco/2017:train", "coco/2017:validation"
+    steps, decays = 240_000, (160_000, 200_000)       # Sec. 3.4: 160k, then 40k, 40k
+  c.data.image_size = (size, size)
+  c.data.keep_aspect_ratio = False                    # warped to the square input
+  c.data.augment = "ssd"
+  c.train.batch_size = 32
+  c.train.total_steps = steps
+  c.train.log_every = 100
+  c.train.checkpoint_every = 5_000
+  c.train.optimizer.weight_decay = 5e-4
+  c.train.schedule = ml_collections.ConfigDict(dict(
+      name="step", base_lr=1e-3, warmup_steps=1000, warmup_factor=0.001, decay_steps=decays,
+      decay_factor=0.1))
+  c.eval.batch_size = 16
+  return c
+
+
+def tiny(num_classes=10):
+  """A VGG of 1/4 the width with batch norm, 128x128 input, five maps of 16, 8, 4, 2, 1 cells
+  and default boxes of 13-102 pixels for the 10-60 pixel digits of ``digit_scenes``."""
+  c = config_lib.base_config()
+  c.model = model_config(num_classes, 300)
+  c.model.base.update(stage_widths=(16, 32, 64, 128, 128), stage_depths=(1, 1, 1, 1, 1),
+                      fc_width=128, fc6_dilation=3, batch_norm=True,
+                      extras=((32, 64, 3, 2, 1), (32, 64, 3, 2, 1), (32, 64, 3, 2, 1)))
+  c.model.default_boxes.aspect_ratios = ((2,), (2, 3), (2, 3), (2,), (2,))
+  c.model.default_boxes.s_max = 0.8
+  c.data.image_size = (128, 128)
+  c.data.max_boxes = 16
+  c.data.keep_aspect_ratio = False
+  c.data.augment = "ssd"
+  return c
+
+
+def get_config(variant="tiny_digits"):
+  if variant in ("ssd300_voc", "ssd512_voc", "ssd300_coco", "ssd512_coco"):
+    size, dataset = variant[3:].split("_")
+    c = paper_recipe(int(size), dataset)
+  elif variant == "tiny_digits":
+    c = tiny()
+    c.train.batch_size = 16
+    c.train.total_steps = 3000
+    c.train.log_every = 100
+    c.train.checkpoint_every = 500
+    c.train.optimizer.weight_decay = 5e-4
+    c.train.schedule = ml_collections.ConfigDict(dict(
+        name="cosine", base_lr=0.02, warmup_steps=200, warmup_factor=0.01, decay_steps=(),
+        decay_factor=0.1))
+    c.train.optimizer.grad_clip_norm = 1.0
+  elif variant == "tiny_test":
+    c = tiny()
+    c.model.base.update(stage_widths=(8, 8, 16, 16, 16), stage_depths=(1, 1, 1, 1, 1),
+                        fc_width=16, fc6_dilation=1, extras=((8, 16, 3, 2, 1),))
+    c.model.default_boxes.aspect_ratios = ((2,), (2, 3), (2,))
+    c.model.default_boxes.s_min = 0.3
+    c.data.image_size = (64, 64)
+    c.train.batch_size = 8
+    c.train.total_steps = 6
+    c.train.log_every = 2
+    c.train.checkpoint_every = 2
+    c.train.schedule.warmup_steps = 2
+    c.eval.batch_size = 16
+  else:
+    raise ValueError(f"unknown SSD variant {variant!r}; see experiments/ssd.py")
+  c.lock()
+  return c

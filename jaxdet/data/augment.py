@@ -1,0 +1,242 @@
+"""Family data augmentations in tf graph: SSD's (Liu et al., ECCV 2016, Sec. 2.2 and 3.6).
+
+The steps follow the authors' Caffe pipeline (``ssd_pascal.py``: distort, expand, batch sampler)
+and its ssd.pytorch port (``augmentations.SSDAugmentation``): photometric distortion, zoom-out
+("expand"), min-IoU random crop. The horizontal flip is the pipeline's own
+(``data_config.random_flip``). Images are float32 RGB 0-255 of any size, boxes (x1, y1, x2, y2)
+pixels of the current image. All randomness is stateless: the result is a pure function of the
+seeds, so ``jaxdet.data.pipeline`` stays resumable at any example.
+"""
+import functools
+import math
+
+import tensorflow as tf
+
+from jaxdet.data import pipeline
+
+# Photometric distortions (Sec. 2.2 cites Howard 2013; ranges of the authors' Caffe
+# ``distort_param`` and of ssd.pytorch), each step applied with probability 1/2.
+BRIGHTNESS_DELTA = 32.0               # added to every channel, 0-255 units
+CONTRAST_RANGE = (0.5, 1.5)           # pixels scaled (Caffe convertTo), not about the mean
+SATURATION_RANGE = (0.5, 1.5)         # HSV saturation scaled
+HUE_DELTA = 18.0                      # degrees (ssd.pytorch's float HSV, hue in [0, 360))
+
+# Min-IoU crop (Sec. 2.2): the whole image (+inf: no patch qualifies), a patch with jaccard
+# overlap >= 0.1, 0.3, 0.5, 0.7 or 0.9 with some object, or any patch (0.0), chosen uniformly.
+MIN_IOU_CHOICES = (math.inf, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0)
+NUM_TRIALS = 50                       # candidate patches per image (Caffe's max_trials)
+PATCH_SCALE = (0.3, 1.0)              # patch side / image side (ssd.pytorch): 0.09-1 of the area
+PATCH_ASPECT = (0.5, 2.0)             # patch height / width (Sec. 2.2: "between 1/2 and 2")
+
+AUGMENTATIONS = ("", "ssd")
+
+
+def _width_height(image):
+  return tf.stack([tf.shape(image)[1], tf.shape(image)[0]])
+
+
+def _coin(seed):
+  return tf.random.stateless_uniform([], seed) < 0.5
+
+
+def _uniform(seed, low, high):
+  return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
+
+
+# ------------------------------------------------------------------- Photometric distortion.
+
+
+def sample_photometric(seed):
+  """Random distortion parameters; a step not drawn (probability 1/2 each) gets its identity."""
+  s = tf.random.experimental.stateless_split(seed, 9)
+  return dict(
+      brightness_delta=tf.where(_coin(s[0]), _uniform(s[1], -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA),
+                                0.0),
+      contrast=tf.where(_coin(s[2]), _uniform(s[3], *CONTRAST_RANGE), 1.0),
+      saturation=tf.where(_coin(s[4]), _uniform(s[5], *SATURATION_RANGE), 1.0),
+      hue_delta=tf.where(_coin(s[6]), _uniform(s[7], -HUE_DELTA, HUE_DELTA), 0.0),
+      contrast_first=_coin(s[8]))
+
+
+def _clip(image):
+  return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _scale_contrast(image, factor):
+  return _clip(image * factor)
+
+
+def _adjust_saturation(image, factor):
+  return tf.cond(factor != 1.0,
+                 lambda: _clip(tf.image.adjust_saturation(image / 255.0, factor) * 255.0),
+                 lambda: image)
+
+
+def _adjust_hue(image, degrees):
+  return tf.cond(degrees != 0.0,
+                 lambda: _clip(tf.image.adjust_hue(image / 255.0, degrees / 360.0) * 255.0),
+                 lambda: image)
+
+
+def apply_photometric(image, brightness_delta, contrast, saturation, hue_delta, contrast_first):
+  """Brightness, then contrast before or after (saturation, hue); clipped to 0-255 after each
+  step as Caffe's uint8 images are."""
+  image = _clip(image + brightness_delta)
+  image = _scale_contrast(image, tf.where(contrast_first, contrast, 1.0))
+  image = _adjust_hue(_adjust_saturation(image, saturation), hue_delta)
+  return _scale_contrast(image, tf.where(contrast_first, 1.0, contrast))
+
+
+def photometric_distort(image, seed):
+  """Random brightness, contrast, saturation and hue (Sec. 2.2, Howard 2013); shape kept."""
+  return apply_photometric(image, **sample_photometric(seed))
+
+
+# ---------------------------------------------------------------------------- Zoom out.
+
+
+def place_on_canvas(image, boxes, canvas_height, canvas_width, top, left):
+  """``image`` at (``top``, ``left``) of a canvas filled with ``pipeline.PIXEL_MEAN`` (0 once
+  normalized); boxes shifted alike. Pixels are copied exactly."""
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  paddings = [[top, canvas_height - height - top], [left, canvas_width - width - left], [0, 0]]
+  inside = tf.pad(tf.ones([height, width, 1], tf.bool), paddings)
+  canvas = tf.where(inside, tf.pad(image, paddings), tf.constant(pipeline.PIXEL_MEAN, tf.float32))
+  shift = tf.cast(tf.stack([left, top, left, top]), boxes.dtype)
+  return canvas, boxes + shift
+
+
+def expand(image, boxes, seed, *, max_ratio):
+  """Zoom out with probability 1/2 (Sec. 3.6): a canvas ``r ~ U[1, max_ratio]`` times the image
+  size, the image at a uniform integer offset (Caffe's ExpandImage)."""
+  s = tf.random.experimental.stateless_split(seed, 4)
+  size = tf.shape(image)[:2]
+  ratio = _uniform(s[1], 1.0, max_ratio)
+  canvas = tf.maximum(tf.cast(tf.cast(size, tf.float32) * ratio, tf.int32), size)
+  offset = tf.cast(tf.random.stateless_uniform([2], s[2]) * tf.cast(canvas - size, tf.float32),
+                   tf.int32)
+  return tf.cond(_coin(s[0]),
+                 lambda: place_on_canvas(image, boxes, canvas[0], canvas[1], offset[0], offset[1]),
+                 lambda: (image, boxes))
+
+
+# ----------------------------------------------------------------------- Min-IoU crop.
+
+
+def sample_candidates(seed, height, width, num=NUM_TRIALS):
+  """``num`` integer-valued patches (x1, y1, x2, y2) float32 inside a ``height x width`` image:
+  width and height each a uniform ``PATCH_SCALE`` fraction of the image's, position uniform."""
+  u = tf.random.stateless_uniform([num, 4], seed)
+  size = tf.cast(tf.stack([width, height]), tf.float32)
+  low, high = PATCH_SCALE
+  wh = size * (low + (high - low) * u[:, :2])
+  x1y1 = u[:, 2:] * (size - wh)
+  return tf.concat([tf.floor(x1y1), tf.minimum(tf.floor(x1y1 + wh), size)], axis=1)
+
+
+def box_centres(boxes):
+  return (boxes[:, :2] + boxes[:, 2:]) / 2.0
+
+
+def centres_inside(patches, boxes):
+  """[m, n]: the centre of box j lies strictly inside patch i (ssd.pytorch's test)."""
+  c = box_centres(boxes)[None]
+  return tf.reduce_all((c > patches[:, None, :2]) & (c < patches[:, None, 2:]), axis=-1)
+
+
+def _area(boxes):
+  return tf.reduce_prod(tf.maximum(boxes[:, 2:] - boxes[:, :2], 0.0), axis=-1)
+
+
+def iou(patches, boxes):
+  """[m, n] jaccard overlap (0 where the union is empty)."""
+  lo = tf.maximum(patches[:, None, :2], boxes[None, :, :2])
+  hi = tf.minimum(patches[:, None, 2:], boxes[None, :, 2:])
+  inter = tf.reduce_prod(tf.maximum(hi - lo, 0.0), axis=-1)
+  union = _area(patches)[:, None] + _area(boxes)[None] - inter
+  return tf.math.divide_no_nan(inter, union)
+
+
+def acceptable(patches, boxes, min_iou):
+  """[m] candidates usable as a crop: non-empty, aspect h / w in ``PATCH_ASPECT``, IoU with some
+  box >= ``min_iou`` (Caffe's SatisfySampleConstraint), and some box centre inside it."""
+  wh = patches[:, 2:] - patches[:, :2]
+  aspect = tf.math.divide_no_nan(wh[:, 1], wh[:, 0])
+  shape_ok = (wh[:, 0] > 0) & (wh[:, 1] > 0) & (aspect >= PATCH_ASPECT[0]) & (
+      aspect <= PATCH_ASPECT[1])
+  overlap_ok = tf.reduce_any(iou(patches, boxes) >= min_iou, axis=1)
+  return shape_ok & overlap_ok & tf.reduce_any(centres_inside(patches, boxes), axis=1)
+
+
+def crop_to_patch(image, boxes, labels, patch):
+  """The ``patch`` of the image; the boxes whose centres lie inside it, clipped to it, in its
+  coordinates (Sec. 2.2: "keep the overlapped part ... if the center of it is in the patch")."""
+  x1, y1, x2, y2 = tf.unstack(tf.cast(patch, tf.int32))
+  keep = centres_inside(patch[None], boxes)[0]
+  boxes, labels = tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
+  clipped = tf.concat([tf.maximum(boxes[:, :2], patch[:2]), tf.minimum(boxes[:, 2:], patch[2:])],
+                      axis=1)
+  return image[y1:y2, x1:x2], clipped - tf.tile(patch[:2], [2]), labels
+
+
+def crop_to_first_acceptable(image, boxes, labels, candidates, min_iou):
+  """Crops to the first acceptable candidate, else keeps everything (also when there are no
+  boxes). Returns ``(image, boxes, labels, patch)``, ``patch`` the whole image if uncropped."""
+  ok = acceptable(candidates, boxes, min_iou)
+  found = tf.reduce_any(ok)
+  size = tf.cast(_width_height(image), tf.float32)
+  patch = tf.where(found, candidates[tf.argmax(tf.cast(ok, tf.int32))],
+                   tf.concat([tf.zeros([2]), size], axis=0))
+  image, boxes, labels = tf.cond(found, lambda: crop_to_patch(image, boxes, labels, patch),
+                                 lambda: (image, boxes, labels))
+  return image, boxes, labels, patch
+
+
+def min_iou_crop(image, boxes, labels, seed):
+  """SSD's random crop (Sec. 2.2): a uniform choice of ``MIN_IOU_CHOICES``, then the first of
+  ``NUM_TRIALS`` candidates that qualifies. Returns ``(image, boxes, labels, patch)``."""
+  s = tf.random.experimental.stateless_split(seed, 2)
+  choice = tf.random.stateless_uniform([], s[0], maxval=len(MIN_IOU_CHOICES), dtype=tf.int32)
+  min_iou = tf.gather(tf.constant(MIN_IOU_CHOICES, tf.float32), choice)
+  candidates = sample_candidates(s[1], tf.shape(image)[0], tf.shape(image)[1])
+  return crop_to_first_acceptable(image, boxes, labels, candidates, min_iou)
+
+
+# --------------------------------------------------------------------------------- SSD.
+
+
+def clip_and_drop_empty(image, boxes, labels):
+  """Boxes clipped to the image; those left without area dropped. A no-op for sanitized boxes;
+  guards against unsanitized input (before) and float round-off on thin boxes (after)."""
+  size = tf.cast(tf.tile(_width_height(image), [2]), boxes.dtype)
+  boxes = tf.clip_by_value(boxes, 0.0, size)
+  keep = tf.reduce_all(boxes[:, 2:] > boxes[:, :2], axis=1)
+  return tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
+
+
+def ssd_augment(image, boxes, labels, seeds, *, expand_max_ratio=4.0):
+  """SSD's training augmentation (Sec. 2.2, 3.6): photometric distortion, zoom out with
+  probability 1/2 up to ``expand_max_ratio`` (4 in the authors' code, 16 in Sec. 3.6), min-IoU
+  crop. Boxes are clipped to the image first and empty ones dropped. ``seeds [k >= 3, 2]``
+  independent stateless seeds. Returns ``(image float32 [h, w, 3] 0-255, boxes [m, 4],
+  labels [m])``, m <= n."""
+  image = tf.cast(image, tf.float32)
+  boxes, labels = clip_and_drop_empty(image, boxes, labels)
+  image = photometric_distort(image, seeds[0])
+  image, boxes = expand(image, boxes, seeds[1], max_ratio=expand_max_ratio)
+  image, boxes, labels, _ = min_iou_crop(image, boxes, labels, seeds[2])
+  boxes, labels = clip_and_drop_empty(image, boxes, labels)
+  return tf.ensure_shape(image, [None, None, 3]), boxes, labels
+
+
+def build(data_config):
+  """The augmentation ``(image, boxes, labels, seeds) -> (image, boxes, labels)`` named by
+  ``data_config.augment``, or None for ""."""
+  name = data_config.augment
+  if name == "":
+    return None
+  if name == "ssd":
+    if data_config.expand_max_ratio < 1.0:
+      raise ValueError(f"data.expand_max_ratio={data_config.expand_max_ratio} must be >= 1")
+    return functools.partial(ssd_augment, expand_max_ratio=float(data_config.expand_max_ratio))
+  raise ValueError(f"data.augment={name!r} is unknown; choose one of {AUGMENTATIONS}")

@@ -1,0 +1,165 @@
+"""SSD: "SSD: Single Shot MultiBox Detector" (Liu, Anguelov, Erhan, Szegedy, Reed, Fu, Berg;
+ECCV 2016).
+
+One file for the family: the per-map 3x3 predictors (Sec. 2.1 "Convolutional predictors"),
+default boxes (Sec. 2.2, ``jaxdet.ops.anchors.ssd_default_boxes``), the matching strategy and
+the MultiBox loss with hard negative mining (Sec. 2.2, Eq. 1-3), and the inference of Sec. 3
+(confidence threshold 0.01, per-class NMS at IoU 0.45, top 200 per image). The feature extractor
+is the atrous VGG-16 of ``jaxdet.models.vgg``.
+
+Class index 0 of the confidence outputs is the background; dataset class ``k`` is output
+``k + 1``. Box offsets are encoded as in the paper (Eq. 2) with the Caffe models' "variances"
+(0.1, 0.1, 0.2, 0.2): ``t_cx = (g_cx - d_cx) / (0.1 d_w)``, ``t_w = log(g_w / d_w) / 0.2``,
+i.e. the R-CNN deltas of ``jaxdet.ops.boxes.encode_deltas`` with weights (10, 10, 5, 5).
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdet.detectors import base
+from jaxdet.models import layers
+from jaxdet.models import vgg
+from jaxdet.ops import anchors as anchor_lib
+from jaxdet.ops import boxes as box_ops
+from jaxdet.ops import losses
+from jaxdet.ops import matching
+from jaxdet.ops import nms
+
+# Caffe's "xavier" filler, which the authors use for every layer they add to VGG-16.
+xavier = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+
+
+class SSDHead(nn.Module):
+  """One 3x3 conv per feature map for the ``K + 1`` class scores and one for the 4 offsets of
+  each of its default boxes (Sec. 2.1, Fig. 2); not shared across maps."""
+  num_classes: int                 # K, without the background
+  boxes_per_cell: tuple            # default boxes per cell, per map
+  dtype: jnp.dtype = jnp.float32
+
+  def _predict(self, x, boxes, outputs, name):
+    y = layers.conv(boxes * outputs, 3, use_bias=True, dtype=self.dtype, kernel_init=xavier,
+                    name=name)(x).astype(jnp.float32)
+    return y.reshape(y.shape[0], -1, outputs)        # [B, H*W*A, outputs]: default-box order
+
+  @nn.compact
+  def __call__(self, feature_maps):
+    if len(feature_maps) != len(self.boxes_per_cell):
+      raise ValueError(f"{len(feature_maps)} feature maps but default boxes for "
+                       f"{len(self.boxes_per_cell)}")
+    pairs = list(zip(feature_maps, self.boxes_per_cell))
+    return {"class_logits": jnp.concatenate(
+                [self._predict(x, a, self.num_classes + 1, f"cls_{i}")
+                 for i, (x, a) in enumerate(pairs)], axis=1),
+            "box_deltas": jnp.concatenate(
+                [self._predict(x, a, 4, f"box_{i}") for i, (x, a) in enumerate(pairs)], axis=1)}
+
+
+class SSDModel(nn.Module):
+  features: nn.Module
+  head: nn.Module
+
+  def __call__(self, images, train=False):
+    return self.head(self.features(images, train=train))
+
+  def feature_maps(self, images):
+    return self.features(images, train=False)
+
+
+def boxes_per_cell(aspect_ratios):
+  """2 ratio-1 boxes plus ``r`` and ``1 / r`` for each extra ratio: 4 or 6 (Sec. 2.2)."""
+  return tuple(2 + 2 * len(r) for r in aspect_ratios)
+
+
+class SSD(base.Detector):
+  """The SSD family behind the :class:`base.Detector` interface."""
+
+  def __init__(self, config):
+    self.config = config
+    dtype = jnp.dtype(config.dtype)
+    base_net = config.base
+    features = vgg.SSDFeatures(
+        stage_widths=tuple(base_net.stage_widths), stage_depths=tuple(base_net.stage_depths),
+        fc_width=base_net.fc_width, fc6_dilation=base_net.fc6_dilation,
+        extras=tuple(tuple(e) for e in base_net.extras), l2norm_scale=base_net.l2norm_scale,
+        batch_norm=base_net.batch_norm, dtype=dtype)
+    head = SSDHead(num_classes=config.num_classes,
+                   boxes_per_cell=boxes_per_cell(config.default_boxes.aspect_ratios), dtype=dtype)
+    super().__init__(SSDModel(features=features, head=head), config.num_classes)
+
+  @functools.lru_cache(maxsize=16)
+  def feature_sizes(self, image_size):
+    """``(rows, cols)`` of each feature map for inputs of ``image_size``, by shape inference."""
+    dummy = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.float32)
+    maps, _ = jax.eval_shape(lambda x: self.model.init_with_output(
+        jax.random.PRNGKey(0), x, method=SSDModel.feature_maps), dummy)
+    return tuple(tuple(m.shape[1:3]) for m in maps)
+
+  @functools.lru_cache(maxsize=16)
+  def default_boxes(self, image_size):
+    d = self.config.default_boxes
+    return anchor_lib.ssd_default_boxes(
+        tuple(image_size), self.feature_sizes(tuple(image_size)),
+        tuple(tuple(r) for r in d.aspect_ratios), d.s_min, d.s_max,
+        d.first_scale if d.first_scale > 0 else None, d.clip)
+
+  def assign(self, default_boxes, batch):
+    """Per-box targets: class index (0 = background), encoded offsets, positive mask."""
+    match = matching.ssd_match(default_boxes, batch["boxes"], batch["mask"],
+                               threshold=self.config.matcher.threshold)
+    positive = match.labels == matching.POSITIVE
+    gt_labels = matching.gather_matched(batch["labels"], match.matched_gt)
+    class_targets = jnp.where(positive, gt_labels + 1, 0)
+    box_targets = box_ops.encode_deltas(
+        default_boxes, matching.gather_matched(batch["boxes"], match.matched_gt),
+        tuple(self.config.loss.box_weights))
+    return class_targets, box_targets, positive
+
+  def loss(self, outputs, batch):
+    """Eq. 1: L = (L_conf + alpha L_loc) / N, N the matched default boxes.
+
+    L_conf (Eq. 3) is the softmax cross-entropy over the positives and the hard negatives (at
+    most 3 per positive in each image, ranked by their background loss); L_loc (Eq. 2) is the
+    smooth L1 of the offsets of the positives. N counts the positives of the *global* batch, as
+    RetinaNet's normaliser; with N = 0 the loss is 0 (no positive, so no negative either).
+    """
+    cfg = self.config.loss
+    default_boxes = jnp.asarray(self.default_boxes(batch["image"].shape[1:3]).boxes)
+    class_targets, box_targets, positive = self.assign(default_boxes, batch)
+    cross_entropy = losses.softmax_cross_entropy(outputs["class_logits"], class_targets)
+    hard_negative = losses.hard_negatives(cross_entropy, ~positive, jnp.sum(positive, axis=1),
+                                          cfg.neg_pos_ratio)
+    class_loss = jnp.sum(jnp.where(positive | hard_negative, cross_entropy, 0.0))
+    box_error = outputs["box_deltas"] - jnp.where(positive[..., None], box_targets, 0.0)
+    box_loss = jnp.sum(jnp.where(positive[..., None],
+                                 losses.smooth_l1(box_error, cfg.smooth_l1_beta), 0.0))
+    num_positive = jnp.sum(positive)
+    normalizer = base.safe_normalizer(num_positive)
+    class_loss, box_loss = class_loss / normalizer, box_loss / normalizer
+    total = class_loss + cfg.alpha * box_loss
+    return total, {"class_loss": class_loss, "box_loss": box_loss,
+                   "num_positive": num_positive.astype(jnp.float32)}
+
+  def decode(self, outputs, image_size):
+    """Sec. 3 (inference): softmax scores of the K object classes; the top ``pre_nms_topk``
+    (box, class) pairs above ``score_threshold`` (0.01) are decoded, class-aware NMS at IoU
+    0.45 keeps the best ``max_detections`` (200) per image."""
+    cfg = self.config.decode
+    default_boxes = jnp.asarray(self.default_boxes(tuple(image_size)).boxes)
+    scores = jax.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
+    batch_size, num_boxes, num_classes = scores.shape
+    top_scores, top_index = jax.lax.top_k(scores.reshape(batch_size, -1),
+                                          min(cfg.pre_nms_topk, num_boxes * num_classes))
+    box_index = top_index // num_classes
+    deltas = jnp.take_along_axis(outputs["box_deltas"], box_index[..., None], axis=1)
+    boxes = box_ops.decode_deltas(default_boxes[box_index], deltas,
+                                  tuple(self.config.loss.box_weights))
+    boxes = box_ops.clip_boxes(boxes, *image_size)
+    return nms.batched_nms(boxes, top_scores, (top_index % num_classes).astype(jnp.int32),
+                           top_scores > cfg.score_threshold, iou_threshold=cfg.nms_iou_threshold,
+                           max_output=cfg.max_detections)
+
+
+def build(config):
+  return SSD(config)
