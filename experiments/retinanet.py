@@ -82,28 +82,11 @@ def get_config(variant="tiny_digits"):
   elif variant == "r101_fpn_coco_1x":
     c = coco_1x("resnet101")
   elif variant == "tiny_digits":
-    c = tiny()
-    c.train.batch_size = 16
-    c.train.total_steps = 3000
-    c.train.log_every = 100
-    c.train.checkpoint_every = 500
-    c.train.schedule = ml_collections.ConfigDict(dict(
-        name="cosine", base_lr=0.02, warmup_steps=200, warmup_factor=0.01, decay_steps=(),
-        decay_factor=0.1))
-    # From scratch at lr 0.02 a rare gradient spike (norm ~16 against the usual 1-3) can kill
-    # the small net's ReLUs for good; clipping at 1 keeps every run on track.
-    c.train.optimizer.grad_clip_norm = 1.0
+    c = config_lib.cpu_digits_recipe(tiny())
   elif variant == "tiny_test":
-    c = tiny()
+    c = config_lib.smoke_test_recipe(tiny())
     c.model.fpn_width, c.model.head_width, c.model.head_depth = 16, 16, 1
-    c.data.image_size = (64, 64)
     c.model.anchors.size = 1.0
-    c.train.batch_size = 8
-    c.train.total_steps = 6
-    c.train.log_every = 2
-    c.train.checkpoint_every = 2
-    c.train.schedule.warmup_steps = 2
-    c.eval.batch_size = 16
   else:
     raise ValueError(f"unknown RetinaNet variant {variant!r}; see experiments/retinanet.py")
   c.lock()

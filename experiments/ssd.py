@@ -111,29 +111,14 @@ def get_config(variant="tiny_digits"):
     size, dataset = variant[3:].split("_")
     c = paper_recipe(int(size), dataset)
   elif variant == "tiny_digits":
-    c = tiny()
-    c.train.batch_size = 16
-    c.train.total_steps = 3000
-    c.train.log_every = 100
-    c.train.checkpoint_every = 500
-    c.train.optimizer.weight_decay = 5e-4
-    c.train.schedule = ml_collections.ConfigDict(dict(
-        name="cosine", base_lr=0.02, warmup_steps=200, warmup_factor=0.01, decay_steps=(),
-        decay_factor=0.1))
-    c.train.optimizer.grad_clip_norm = 1.0
+    c = config_lib.cpu_digits_recipe(tiny())
+    c.train.optimizer.weight_decay = 5e-4             # the paper's
   elif variant == "tiny_test":
-    c = tiny()
+    c = config_lib.smoke_test_recipe(tiny())
     c.model.base.update(stage_widths=(8, 8, 16, 16, 16), stage_depths=(1, 1, 1, 1, 1),
                         fc_width=16, fc6_dilation=1, extras=((8, 16, 3, 2, 1),))
     c.model.default_boxes.aspect_ratios = ((2,), (2, 3), (2,))
     c.model.default_boxes.s_min = 0.3
-    c.data.image_size = (64, 64)
-    c.train.batch_size = 8
-    c.train.total_steps = 6
-    c.train.log_every = 2
-    c.train.checkpoint_every = 2
-    c.train.schedule.warmup_steps = 2
-    c.eval.batch_size = 16
   else:
     raise ValueError(f"unknown SSD variant {variant!r}; see experiments/ssd.py")
   c.lock()

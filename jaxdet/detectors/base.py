@@ -12,6 +12,7 @@ import abc
 
 import jax.numpy as jnp
 
+from jaxdet.ops import losses
 from jaxdet.ops.nms import Detections  # noqa: F401  (re-exported: the decode() return type)
 
 
@@ -48,3 +49,23 @@ def safe_normalizer(count):
   """``max(1, count)`` as float32: the loss of a batch without positives is its raw sum (0 for
   the positive-only terms) rather than NaN."""
   return jnp.maximum(jnp.asarray(count, jnp.float32), 1.0)
+
+
+def positive_box_loss(box_deltas, box_targets, positive, beta):
+  """Sum of the smooth-L1 box loss over the positives' offsets. The targets of the other anchors
+  (matched to padding, possibly non-finite) are zeroed before the subtraction, so neither the
+  loss nor its gradient sees them."""
+  box_error = box_deltas - jnp.where(positive[..., None], box_targets, 0.0)
+  return jnp.sum(jnp.where(positive[..., None], losses.smooth_l1(box_error, beta), 0.0))
+
+
+def normalized_loss(class_loss, box_loss, positive, box_weight):
+  """``(class_loss + box_weight * box_loss) / max(1, N)`` with N the positives of the *global*
+  batch (under sharded jit the sums reduce across the mesh, so every device divides by the same
+  number), and the metrics every family logs."""
+  num_positive = jnp.sum(positive)
+  normalizer = safe_normalizer(num_positive)
+  class_loss, box_loss = class_loss / normalizer, box_loss / normalizer
+  return class_loss + box_weight * box_loss, {
+      "class_loss": class_loss, "box_loss": box_loss,
+      "num_positive": num_positive.astype(jnp.float32)}

@@ -124,15 +124,9 @@ class RetinaNet(base.Detector):
     focal = losses.sigmoid_focal_loss(outputs["class_logits"], class_targets,
                                       cfg.focal_alpha, cfg.focal_gamma)
     class_loss = jnp.sum(jnp.where(valid[..., None], focal, 0.0))
-    box_error = outputs["box_deltas"] - jnp.where(positive[..., None], box_targets, 0.0)
-    box_loss = jnp.sum(jnp.where(positive[..., None],
-                                 losses.smooth_l1(box_error, cfg.smooth_l1_beta), 0.0))
-    num_positive = jnp.sum(positive)
-    normalizer = base.safe_normalizer(num_positive)
-    class_loss, box_loss = class_loss / normalizer, box_loss / normalizer
-    total = class_loss + cfg.box_loss_weight * box_loss
-    return total, {"class_loss": class_loss, "box_loss": box_loss,
-                   "num_positive": num_positive.astype(jnp.float32)}
+    box_loss = base.positive_box_loss(outputs["box_deltas"], box_targets, positive,
+                                      cfg.smooth_l1_beta)
+    return base.normalized_loss(class_loss, box_loss, positive, cfg.box_loss_weight)
 
   def decode(self, outputs, image_size):
     """Sec. 4 "Inference": per level, the top ``pre_nms_topk`` (anchor, class) scores above

@@ -131,15 +131,9 @@ class SSD(base.Detector):
     hard_negative = losses.hard_negatives(cross_entropy, ~positive, jnp.sum(positive, axis=1),
                                           cfg.neg_pos_ratio)
     class_loss = jnp.sum(jnp.where(positive | hard_negative, cross_entropy, 0.0))
-    box_error = outputs["box_deltas"] - jnp.where(positive[..., None], box_targets, 0.0)
-    box_loss = jnp.sum(jnp.where(positive[..., None],
-                                 losses.smooth_l1(box_error, cfg.smooth_l1_beta), 0.0))
-    num_positive = jnp.sum(positive)
-    normalizer = base.safe_normalizer(num_positive)
-    class_loss, box_loss = class_loss / normalizer, box_loss / normalizer
-    total = class_loss + cfg.alpha * box_loss
-    return total, {"class_loss": class_loss, "box_loss": box_loss,
-                   "num_positive": num_positive.astype(jnp.float32)}
+    box_loss = base.positive_box_loss(outputs["box_deltas"], box_targets, positive,
+                                      cfg.smooth_l1_beta)
+    return base.normalized_loss(class_loss, box_loss, positive, cfg.alpha)
 
   def decode(self, outputs, image_size):
     """Sec. 3 (inference): softmax scores of the K object classes; the top ``pre_nms_topk``

@@ -65,10 +65,10 @@ def _tap_products(x, dy, kernel_shape, strides, dilation, out_rows, accumulate):
 def kernel_gradient(x, dy, kernel_shape, strides, padding, dilation):
   """dL/dW of ``_conv`` from its input ``x`` and output gradient ``dy`` (module docstring).
 
-  The output rows go in blocks of ~``BLOCK_BYTES`` of input and output gradient, all taps of a block before the
-  next (a ``lax.scan``): the nine products then re-read a block from cache instead of the whole
-  input from memory, 1.1-1.9x faster than one product per tap over the whole batch for VGG's
-  300x300 layers.
+  The output rows go in blocks of ~``BLOCK_BYTES`` of input and output gradient, all taps of a
+  block before the next (a ``lax.scan``): the nine products then re-read a block from cache
+  instead of the whole input from memory; 1.1-1.9x faster than one product per tap over the
+  whole batch (1.9x for VGG's 64->64 at 4 x 300x300).
   """
   kh, kw, cin, cout = kernel_shape
   (sh, _), (dh, _) = strides, dilation
