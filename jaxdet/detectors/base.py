@@ -10,9 +10,12 @@ A family (one file in jaxdet/detectors/) builds a ``Detector`` from its config:
 """
 import abc
 
+import jax
 import jax.numpy as jnp
 
+from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import losses
+from jaxdet.ops import nms
 from jaxdet.ops.nms import Detections  # noqa: F401  (re-exported: the decode() return type)
 
 
@@ -69,3 +72,24 @@ def normalized_loss(class_loss, box_loss, positive, box_weight):
   return class_loss + box_weight * box_loss, {
       "class_loss": class_loss, "box_loss": box_loss,
       "num_positive": num_positive.astype(jnp.float32)}
+
+
+def top_candidates(scores, box_deltas, anchors, k, box_weights):
+  """The ``k`` best (anchor, class) pairs of ``scores [B, N, K]``: ``(boxes [B, k, 4], scores,
+  classes)``, the boxes decoded from ``box_deltas [B, N, 4]`` at ``anchors [N, 4]`` for those
+  pairs only."""
+  batch_size, num_anchors, num_classes = scores.shape
+  top_scores, top_index = jax.lax.top_k(scores.reshape(batch_size, -1),
+                                        min(k, num_anchors * num_classes))
+  anchor_index = top_index // num_classes
+  deltas = jnp.take_along_axis(box_deltas, anchor_index[..., None], axis=1)
+  boxes = box_ops.decode_deltas(anchors[anchor_index], deltas, box_weights)
+  return boxes, top_scores, (top_index % num_classes).astype(jnp.int32)
+
+
+def nms_detections(boxes, scores, classes, image_size, decode_config):
+  """Candidates clipped to the image; class-aware NMS over those above the score threshold."""
+  boxes = box_ops.clip_boxes(boxes, *image_size)
+  return nms.batched_nms(boxes, scores, classes, scores > decode_config.score_threshold,
+                         iou_threshold=decode_config.nms_iou_threshold,
+                         max_output=decode_config.max_detections)

@@ -20,7 +20,6 @@ from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import losses
 from jaxdet.ops import matching
-from jaxdet.ops import nms
 
 
 def prior_bias(prior_prob):
@@ -136,25 +135,16 @@ class RetinaNet(base.Detector):
     grid = self.anchors(tuple(image_size))
     anchors = jnp.asarray(grid.boxes)
     scores = jax.nn.sigmoid(outputs["class_logits"])
-    batch_size = scores.shape[0]
     candidates = []
     start = 0
     for size in grid.level_sizes:
-      level_scores = scores[:, start:start + size].reshape(batch_size, -1)
-      top_scores, top_index = jax.lax.top_k(level_scores,
-                                            min(cfg.pre_nms_topk, size * self.num_classes))
-      anchor_index = top_index // self.num_classes + start
-      deltas = jnp.take_along_axis(outputs["box_deltas"], anchor_index[..., None], axis=1)
-      boxes = box_ops.decode_deltas(anchors[anchor_index], deltas,
-                                    tuple(self.config.loss.box_weights))
-      candidates.append((boxes, top_scores, top_index % self.num_classes))
+      level = slice(start, start + size)
+      candidates.append(base.top_candidates(
+          scores[:, level], outputs["box_deltas"][:, level], anchors[level], cfg.pre_nms_topk,
+          tuple(self.config.loss.box_weights)))
       start += size
     boxes, top_scores, classes = (jnp.concatenate(c, axis=1) for c in zip(*candidates))
-    boxes = box_ops.clip_boxes(boxes, *image_size)
-    return nms.batched_nms(boxes, top_scores, classes.astype(jnp.int32),
-                           top_scores > cfg.score_threshold, iou_threshold=cfg.nms_iou_threshold,
-                           max_output=cfg.max_detections)
-
+    return base.nms_detections(boxes, top_scores, classes, image_size, cfg)
 
 def build(config):
   return RetinaNet(config)

@@ -25,7 +25,6 @@ from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import losses
 from jaxdet.ops import matching
-from jaxdet.ops import nms
 
 # Caffe's "xavier" filler, which the authors use for every layer they add to VGG-16.
 xavier = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
@@ -142,18 +141,10 @@ class SSD(base.Detector):
     cfg = self.config.decode
     default_boxes = jnp.asarray(self.default_boxes(tuple(image_size)).boxes)
     scores = jax.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
-    batch_size, num_boxes, num_classes = scores.shape
-    top_scores, top_index = jax.lax.top_k(scores.reshape(batch_size, -1),
-                                          min(cfg.pre_nms_topk, num_boxes * num_classes))
-    box_index = top_index // num_classes
-    deltas = jnp.take_along_axis(outputs["box_deltas"], box_index[..., None], axis=1)
-    boxes = box_ops.decode_deltas(default_boxes[box_index], deltas,
-                                  tuple(self.config.loss.box_weights))
-    boxes = box_ops.clip_boxes(boxes, *image_size)
-    return nms.batched_nms(boxes, top_scores, (top_index % num_classes).astype(jnp.int32),
-                           top_scores > cfg.score_threshold, iou_threshold=cfg.nms_iou_threshold,
-                           max_output=cfg.max_detections)
-
+    boxes, top_scores, classes = base.top_candidates(
+        scores, outputs["box_deltas"], default_boxes, cfg.pre_nms_topk,
+        tuple(self.config.loss.box_weights))
+    return base.nms_detections(boxes, top_scores, classes, image_size, cfg)
 
 def build(config):
   return SSD(config)

@@ -37,9 +37,11 @@ def cell_anchor_shapes(base_size, octave_scales, aspect_ratios):
 
 
 def grid_anchors(feature_height, feature_width, stride, shapes):
-  """Anchors of ``shapes [A, 2]`` centred at ``((x + 0.5) stride, (y + 0.5) stride)``."""
-  ys = (np.arange(feature_height, dtype=np.float64) + 0.5) * stride
-  xs = (np.arange(feature_width, dtype=np.float64) + 0.5) * stride
+  """Anchors of ``shapes [A, 2]`` centred at ``((x + 0.5) s_x, (y + 0.5) s_y)``; ``stride`` is
+  ``s`` for both axes or ``(s_y, s_x)``."""
+  stride_y, stride_x = np.broadcast_to(np.asarray(stride, np.float64), (2,))
+  ys = (np.arange(feature_height, dtype=np.float64) + 0.5) * stride_y
+  xs = (np.arange(feature_width, dtype=np.float64) + 0.5) * stride_x
   cy, cx = np.meshgrid(ys, xs, indexing="ij")
   centres = np.stack([cx, cy], axis=-1).reshape(-1, 1, 2)  # [H*W, 1, 2]
   half = shapes.reshape(1, -1, 2) / 2                        # [1, A, 2]
@@ -116,13 +118,8 @@ def ssd_default_boxes(image_size, feature_sizes, aspect_ratios, s_min=0.2, s_max
   level_boxes, per_cell = [], []
   for l, ((rows, cols), ratios) in enumerate(zip(feature_sizes, aspect_ratios)):
     shapes = ssd_cell_shapes(scales[l], scales[l + 1], ratios) * (width, height)
-    # Centres in units of the cell, as grid_anchors: stride = image size / map size.
-    ys = (np.arange(rows) + 0.5) * (height / rows)
-    xs = (np.arange(cols) + 0.5) * (width / cols)
-    cy, cx = np.meshgrid(ys, xs, indexing="ij")
-    centres = np.stack([cx, cy], axis=-1).reshape(-1, 1, 2)
-    half = shapes.reshape(1, -1, 2) / 2
-    level_boxes.append(np.concatenate([centres - half, centres + half], -1).reshape(-1, 4))
+    # A cell's size is the image's over the map's: centres ((j + 0.5) / n, (i + 0.5) / m).
+    level_boxes.append(grid_anchors(rows, cols, (height / rows, width / cols), shapes))
     per_cell.append(len(shapes))
   boxes = np.concatenate(level_boxes)
   if clip:

@@ -18,6 +18,14 @@ class Match(NamedTuple):
   labels: jax.Array      # [B, N] int32: POSITIVE, NEGATIVE or IGNORE
 
 
+def best_truths(anchors, gt_boxes, gt_mask):
+  """``(iou [B, N, M], best IoU [B, N], its truth slot [B, N])`` of every anchor; padded slots
+  have IoU -1, so they are never an anchor's best."""
+  iou = box_ops.pairwise_iou(anchors[None], gt_boxes)
+  iou = jnp.where(gt_mask[:, None, :], iou, -1.0)
+  return iou, jnp.max(iou, axis=-1), jnp.argmax(iou, axis=-1).astype(jnp.int32)
+
+
 def max_iou_match(anchors, gt_boxes, gt_mask, *, positive_threshold=0.5, negative_threshold=0.4,
                   allow_low_quality_matches=True):
   """Max-IoU matcher of RetinaNet (Lin et al. 2017, Sec. 4 "Anchors"), as in Faster R-CNN.
@@ -33,10 +41,7 @@ def max_iou_match(anchors, gt_boxes, gt_mask, *, positive_threshold=0.5, negativ
     gt_boxes: ``[B, M, 4]`` padded ground truth.
     gt_mask: ``[B, M]`` True for real boxes.
   """
-  iou = box_ops.pairwise_iou(anchors[None], gt_boxes)           # [B, N, M]
-  iou = jnp.where(gt_mask[:, None, :], iou, -1.0)
-  best_iou = jnp.max(iou, axis=-1)
-  matched_gt = jnp.argmax(iou, axis=-1).astype(jnp.int32)
+  iou, best_iou, matched_gt = best_truths(anchors, gt_boxes, gt_mask)
   labels = jnp.where(best_iou >= positive_threshold, POSITIVE,
                      jnp.where(best_iou < negative_threshold, NEGATIVE, IGNORE))
   if allow_low_quality_matches:
@@ -56,10 +61,7 @@ def ssd_match(default_boxes, gt_boxes, gt_mask, *, threshold=0.5):
 
   Returns a :class:`Match` with labels POSITIVE or NEGATIVE.
   """
-  iou = box_ops.pairwise_iou(default_boxes[None], gt_boxes)     # [B, N, M]
-  iou = jnp.where(gt_mask[:, None, :], iou, -1.0)
-  best_iou = jnp.max(iou, axis=-1)
-  matched_gt = jnp.argmax(iou, axis=-1).astype(jnp.int32)
+  iou, best_iou, matched_gt = best_truths(default_boxes, gt_boxes, gt_mask)
   best_box = jnp.argmax(iou, axis=1)                            # [B, M]
   claims = ((jnp.arange(iou.shape[1])[None, :, None] == best_box[:, None, :])
             & gt_mask[:, None, :] & (jnp.max(iou, axis=1) > 0)[:, None, :])
