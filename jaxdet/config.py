@@ -29,6 +29,7 @@ def base_config():
   c.train.keep_checkpoints = 3
   c.train.eval_every = 0                       # 0: evaluate only at the end
   c.train.ema_decay = 0.0                      # 0: no EMA
+  c.train.hang_timeout_s = 1800                # no step for this long: exit (0: never)
   c.train.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", momentum=0.9, nesterov=False, weight_decay=1e-4, decay_norm_params=False,
       grad_clip_norm=0.0))
@@ -38,7 +39,7 @@ def base_config():
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16
-  c.eval.metrics = ("coco",)                   # any of "coco", "voc07", "voc12"
+  c.eval.metrics = ("coco",)                   # any of "coco", "voc07", "voc12"; () skips
   return c
 
 

@@ -5,6 +5,7 @@ import sys
 
 from absl import logging as absl_logging
 
+from jaxdet import distributed
 from jaxdet.data import sources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -12,7 +13,8 @@ DEFAULT_CONFIG = os.path.join(REPO_ROOT, "experiments", "retinanet.py") + ":tiny
 
 
 def setup_logging():
-  """jaxdet's progress to stdout; the libraries' INFO chatter (orbax, tfds) silenced."""
+  """jaxdet's progress to stdout; the libraries' INFO chatter (orbax, tfds) silenced. On a
+  multi-host run (call ``jaxdet.distributed.initialize`` first) only process 0 logs progress."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   logger = logging.getLogger("jaxdet")
   if not logger.handlers:
@@ -21,6 +23,7 @@ def setup_logging():
     logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   logger.propagate = False
+  distributed.quiet_unless_leader()
 
 
 def use_coco_json_dir(config, directory):

@@ -9,6 +9,8 @@ batched NMS alone. Run from the checkout:
       --batch_size=4                             # SSD300
   python scripts/benchmark.py --image_size=1024 --batch_size=16 --config.model.dtype=bfloat16
   PYTHONPATH=. python scripts/benchmark.py --json=bench.json      # on a GPU machine
+  python scripts/benchmark.py --parts=train --coordinator_address=host0:1234 \
+      --num_processes=2 --process_id=0        # one of several hosts (README: multi-host runs)
 
 Results go to BENCHMARKS.md with the command, machine and date.
 """
@@ -30,6 +32,7 @@ from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxdet import detectors  # noqa: E402
+from jaxdet import distributed  # noqa: E402
 from jaxdet import runtime  # noqa: E402
 from jaxdet.models import conv  # noqa: E402
 from jaxdet.ops import nms  # noqa: E402
@@ -48,6 +51,7 @@ _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON f
 _COMPARE_XLA_CONV = flags.DEFINE_bool(
     "compare_xla_conv", False, "Also time train and inference with XLA's own convolutions "
     "(jaxdet.models.conv.USE_CPU_FORMS off) in this invocation and print the ratios.")
+_DISTRIBUTED = distributed.define_flags()
 
 
 def random_targets(rng, batch_size, image_size, max_boxes, num_classes):
@@ -98,6 +102,7 @@ def peak_memory():
 
 def main(argv):
   del argv
+  distributed.initialize_from_flags(_DISTRIBUTED)
   config = _CONFIG.value.copy_and_resolve_references()
   size, batch_size = _IMAGE_SIZE.value, _BATCH_SIZE.value
   config.data.image_size = (size, size)
@@ -108,11 +113,14 @@ def main(argv):
   batch = {"image": rng.normal(size=(batch_size, size, size, 3)).astype(np.float32),
            **random_targets(rng, batch_size, size, config.data.max_boxes,
                             config.model.num_classes)}
-  batch = sharding.global_batch(batch, mesh)
+  local = batch_size // jax.process_count()  # this host's rows of the global batch
+  mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+  batch = sharding.global_batch({k: v[mine] for k, v in batch.items()}, mesh)
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
   results = {"family": config.model.family, "backbone": config.model.get("backbone"),
              "image_size": size, "batch_size": batch_size, "dtype": config.model.dtype,
              "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+             "processes": jax.process_count(),
              "jax": jax.__version__, "host": platform.node(),
              "date": datetime.date.today().isoformat()}
 
@@ -120,8 +128,9 @@ def main(argv):
     first, median, best = timing
     results[name] = {"compile_and_first_s": round(first, 3), "median_s": round(median, 4),
                      "min_s": round(best, 4), "images_per_s": round(images / median, 3)}
-    print(f"{name:>10}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
-          f"{images / median:8.2f} images/s  (compile + first {first:.1f} s)", flush=True)
+    if jax.process_index() == 0:
+      print(f"{name:>10}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
+            f"{images / median:8.2f} images/s  (compile + first {first:.1f} s)", flush=True)
 
   def time_model(suffix, state):
     """Train step and inference; returns the trained state."""
@@ -151,7 +160,8 @@ def main(argv):
       if part in results:
         ratio = results[f"{part}_xla_conv"]["median_s"] / results[part]["median_s"]
         results[f"{part}_speedup_vs_xla_conv"] = round(ratio, 3)
-        print(f"{part}: {ratio:.2f}x faster than with XLA's own convolutions")
+        if jax.process_index() == 0:
+          print(f"{part}: {ratio:.2f}x faster than with XLA's own convolutions")
   variables = state.eval_variables()
   if "loss" in _PARTS.value:
     outputs, _ = jax.jit(detector.apply)(variables, batch["image"])
@@ -166,6 +176,8 @@ def main(argv):
         b, s, c, v, iou_threshold=0.5, max_output=100))
     record("nms", time_calls(lambda: run_nms(*candidates), _STEPS.value))
   results.update(peak_memory())
+  if jax.process_index() != 0:
+    return
   print(json.dumps(results, indent=1))
   if _JSON.value:
     with open(_JSON.value, "w", encoding="utf-8") as f:

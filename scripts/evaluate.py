@@ -5,6 +5,8 @@ r"""Evaluate a trained checkpoint: COCO AP (pycocotools), VOC07 11-point and VOC
       --dataset=coco/2017:validation --data_dir=/data/tfds
 
 Everything else (model, input size, data_dir) comes from the config saved in the checkpoint.
+On several hosts, run the same command on each (flags as train.py's): each host detects its
+share of the images and process 0 scores them all.
 """
 import json
 import os
@@ -14,7 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+import jax  # noqa: E402
 
+from jaxdet import distributed  # noqa: E402
 from jaxdet import runtime  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.",
@@ -27,12 +31,19 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir; default: the c
 _COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None,
                                      "COCO-json folder for coco_json:<split> datasets.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Eval batch size; default: the config's.")
+_DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed.initialize_from_flags(_DISTRIBUTED)
   runtime.setup_logging()
+  with distributed.exit_on_error():
+    evaluate()
+
+
+def evaluate():
   config, _, detector, state, mesh = runtime.load_trained(_WORKDIR.value, _STEP.value)
   overrides = {("data", "eval"): _DATASET.value, ("data", "data_dir"): _DATA_DIR.value,
                ("data", "coco_json_dir"): _COCO_JSON_DIR.value,
@@ -49,10 +60,11 @@ def main(argv):
   issues = sanitize.DataIssues()
   results, report = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
                                        issues)
-  print(f"step {int(state.step)} on {source.name}:\n{report}")
-  print(json.dumps(results, indent=1))
+  if jax.process_index() == 0:
+    print(f"step {int(state.step)} on {source.name}:\n{report}")
+    print(json.dumps(results, indent=1))
   if any(issues.snapshot().values()):
-    print(f"data issues: {issues.snapshot()}")
+    print(f"data issues (process {jax.process_index()}): {issues.snapshot()}")
 
 
 if __name__ == "__main__":

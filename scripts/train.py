@@ -7,6 +7,9 @@ r"""Train a detector; resumes from the workdir's latest checkpoint, evaluates at
       --coco_json_dir=/data/my_dataset --workdir=runs/mine          # your own COCO-json folder
 
 Stop with Ctrl-C (a checkpoint is written) or kill it; the same command resumes exactly.
+On several hosts, run the same command on each (README: "Multi-host runs"), e.g. by hand:
+
+  python scripts/train.py ... --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 """
 import os
 import sys
@@ -17,6 +20,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from jaxdet import distributed  # noqa: E402
 from jaxdet import runtime  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,18 +30,21 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Checkpoints, TensorBo
 _COCO_JSON_DIR = flags.DEFINE_string(
     "coco_json_dir", None, "Train on a COCO-json folder (see README): uses its train split for "
     "training and its val split for evaluation, and its number of classes.")
+_DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed.initialize_from_flags(_DISTRIBUTED)
   runtime.setup_logging()
   config = runtime.prepare(_CONFIG.value, coco_json_dir=_COCO_JSON_DIR.value)
   from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
-  try:
-    loop.train_and_evaluate(config, _WORKDIR.value)
-  except loop.NonFiniteLossError as e:
-    sys.exit(f"error: {e}")
+  with distributed.exit_on_error():
+    try:
+      loop.train_and_evaluate(config, _WORKDIR.value)
+    except loop.NonFiniteLossError as e:
+      sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

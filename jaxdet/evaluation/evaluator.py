@@ -1,8 +1,10 @@
 """Evaluation of any family: run ``detector.decode`` over a source, map detections back to the
 original image pixels, and score them with COCO AP (pycocotools) and/or VOC07 / VOC12 AP."""
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
+from jaxdet import distributed
 from jaxdet.data import pipeline
 from jaxdet.data import sources
 from jaxdet.evaluation import coco
@@ -34,41 +36,55 @@ def to_original_pixels(boxes, scale, height, width):
 
 
 def make_detect_fn(detector, image_size, mesh):
-  """Jitted ``(variables, batch) -> (Detections, batch metadata)``, replicated on every host so
-  each one sees the whole global batch."""
-  predict = state_lib.make_predict_step(detector, image_size)
-
-  def detect_batch(variables, batch):
-    meta = {k: batch[k] for k in ("image_id", "scale", "skip")}
-    return predict(variables, batch["image"]), meta
-
-  return jax.jit(detect_batch,
+  """Jitted ``(variables, images) -> Detections``, batch-sharded in and out: every device
+  decodes and runs NMS for its own images, and each host keeps its own images' detections."""
+  return jax.jit(state_lib.make_predict_step(detector, image_size),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                 out_shardings=sharding.replicated(mesh))
+                 out_shardings=sharding.batch_sharded(mesh))
 
 
-def detect(detector, variables, source, gts, config, mesh, issues):
-  """``{image_id: dict(boxes, scores, labels)}`` in original pixels, for every image of
-  ``source`` that could be decoded."""
-  if config.eval.batch_size % jax.device_count():
+def detect_all(detector, variables, source, config, mesh, issues):
+  """Detections of every image of ``source``, on every host: stacked numpy arrays ``boxes``
+  (input pixels), ``scores``, ``classes``, ``valid`` and the images' ``image_id``, ``scale``,
+  ``skip``. Each host detects its share of the images; the shares are then gathered."""
+  if config.eval.batch_size % mesh.size:
     raise ValueError(f"eval batch size {config.eval.batch_size} must be a multiple of the "
-                     f"{jax.device_count()} devices")
+                     f"{mesh.size} devices")
   detect_batch = make_detect_fn(detector, tuple(config.data.image_size), mesh)
   dataset = pipeline.eval_dataset(source, config.data, batch_size=config.eval.batch_size,
                                   issues=issues, process_index=jax.process_index(),
                                   process_count=jax.process_count())
+  parts = []
+  for batch in dataset.as_numpy_iterator():  # dispatched asynchronously, fetched below
+    dets = detect_batch(variables, sharding.global_batch(batch["image"], mesh))
+    parts.append({"boxes": dets.boxes, "scores": dets.scores, "classes": dets.classes,
+                  "valid": dets.valid, **{k: batch[k] for k in ("image_id", "scale", "skip")}})
+  stacked = {k: np.concatenate([sharding.local_rows(p[k]) if isinstance(p[k], jax.Array)
+                                else p[k] for p in parts]) for k in parts[0]}
+  if jax.process_count() > 1:
+    stacked = multihost_utils.process_allgather(stacked, tiled=True)
+  return stacked
+
+
+def to_detections(stacked, gts):
+  """``{image_id: dict(boxes, scores, labels)}`` in original pixels from ``detect_all``'s
+  arrays, leaving out padding and undecodable images."""
   detections = {}
-  for batch in dataset.as_numpy_iterator():
-    dets, meta = jax.device_get(detect_batch(variables, sharding.global_batch(batch, mesh)))
-    for i in np.flatnonzero(~meta["skip"]):
-      image_id = int(meta["image_id"][i])
-      keep = dets.valid[i]
-      gt = gts[image_id]
-      detections[image_id] = dict(
-          boxes=to_original_pixels(dets.boxes[i][keep], meta["scale"][i], gt["height"],
-                                   gt["width"]),
-          scores=dets.scores[i][keep], labels=dets.classes[i][keep])
+  for i in np.flatnonzero(~stacked["skip"]):
+    image_id = int(stacked["image_id"][i])
+    keep = stacked["valid"][i]
+    gt = gts[image_id]
+    detections[image_id] = dict(
+        boxes=to_original_pixels(stacked["boxes"][i][keep], stacked["scale"][i], gt["height"],
+                                 gt["width"]),
+        scores=stacked["scores"][i][keep], labels=stacked["classes"][i][keep])
   return detections
+
+
+def detect(detector, variables, source, gts, config, mesh, issues):
+  """``{image_id: dict(boxes, scores, labels)}`` in original pixels for every image of
+  ``source`` that could be decoded."""
+  return to_detections(detect_all(detector, variables, source, config, mesh, issues), gts)
 
 
 def score(detections, gts, source, metrics):
@@ -98,8 +114,16 @@ def score(detections, gts, source, metrics):
 
 
 def evaluate(detector, variables, source, config, mesh, issues):
-  """Detects over ``source`` and scores; images that cannot be decoded leave the evaluation."""
-  gts = ground_truths(source, issues)
-  detections = detect(detector, variables, source, gts, config, mesh, issues)
-  gts = {image_id: gts[image_id] for image_id in detections}
-  return score(detections, gts, source, tuple(config.eval.metrics))
+  """Detects over ``source`` and scores; images that cannot be decoded leave the evaluation.
+
+  Each host detects its share of the images; process 0 scores them all once.
+  Returns ``(metrics, report)`` with the metrics on every host and the report on process 0
+  (empty elsewhere)."""
+  stacked = detect_all(detector, variables, source, config, mesh, issues)
+  results, report = {}, ""
+  if jax.process_index() == 0:
+    gts = ground_truths(source, issues)
+    detections = to_detections(stacked, gts)
+    gts = {image_id: gts[image_id] for image_id in detections}
+    results, report = score(detections, gts, source, tuple(config.eval.metrics))
+  return distributed.broadcast_json(results), report

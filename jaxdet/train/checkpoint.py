@@ -15,7 +15,9 @@ import orbax.checkpoint as ocp
 
 
 def checkpoint_dir(workdir):
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  """``<workdir>/checkpoints``. On several hosts the workdir is one directory they all see: a
+  shared file system or a bucket URL (``gs://...``), which is used as given."""
+  return os.path.join(workdir if "://" in workdir else os.path.abspath(workdir), "checkpoints")
 
 
 def manager(workdir, keep=3, async_save=True):
@@ -46,15 +48,33 @@ def restore(mngr, target_state, step=None):
   return state, int(restored["data"]["examples_seen"])
 
 
-def saved_run(workdir, step=None):
-  """``(config, class_names, step)`` stored with checkpoint ``step`` (default: latest)."""
-  mngr = ocp.CheckpointManager(checkpoint_dir(workdir),
-                               options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_names=("state", "data", "config"))
+def read_only(workdir, step=None):
+  """``(manager, step)`` for reading checkpoint ``step`` (default: latest) of a workdir."""
+  mngr = ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(read_only=True),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "data": ocp.JsonCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}; train first")
+  return mngr, step
+
+
+def saved_run(workdir, step=None):
+  """``(config, class_names, step)`` stored with checkpoint ``step`` (default: latest)."""
+  mngr, step = read_only(workdir, step)
   restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
                                                         data=ocp.args.JsonRestore()))
   return (ml_collections.ConfigDict(restored["config"]), tuple(restored["data"]["class_names"]),
           step)
+
+
+def restore_arrays(workdir, step=None):
+  """``(state as a dict of numpy arrays, step)`` of checkpoint ``step`` (default: latest),
+  without building the model: for inspecting and comparing runs."""
+  mngr, step = read_only(workdir, step)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          mngr.item_metadata(step)["state"])
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  return jax.device_get(restored["state"]), step

@@ -1,15 +1,16 @@
 """The training loop, the same for every family: it only talks to the Detector interface."""
 import json
 import logging
-import os
 import signal
 import time
 
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxdet import detectors
+from jaxdet import distributed
 from jaxdet.data import augment
 from jaxdet.data import pipeline
 from jaxdet.data import sanitize
@@ -116,6 +117,9 @@ def load_sources(config):
 
 
 def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
+  """Evaluates ``state`` with ``config.eval.metrics`` (none: skipped) and records the results."""
+  if not config.eval.metrics:
+    return {}
   source = sources.build_source(config.data.eval, config.data.data_dir or None,
                                 config.data.coco_json_dir)
   step = int(jax.device_get(state.step))
@@ -126,30 +130,30 @@ def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
                len(source), time.time() - start, report)
   writer.write(step, {f"eval/{k}": v for k, v in results.items()})
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, f"eval_step{step}.json"), "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=1)
+    (epath.Path(workdir) / f"eval_step{step}.json").write_text(json.dumps(results, indent=1))
   return results
 
 
-def train(config, workdir):
-  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint.
+def train(config, workdir, devices=None):
+  """Trains ``config`` in ``workdir`` on ``devices`` (default: every device of every host),
+  resuming from its latest checkpoint.
 
   Returns ``(detector, state, mesh, issues, writer, finished)``; ``finished`` is False when a
   signal stopped the run before ``total_steps`` (a checkpoint was written).
   """
   # -------------------------------------------------------------------- Set up mesh and model.
-  os.makedirs(workdir, exist_ok=True)
-  mesh = sharding.make_mesh()
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  mesh = sharding.make_mesh(devices)
   batch_size = config.train.batch_size
-  if batch_size % jax.device_count() or config.eval.batch_size % jax.device_count():
+  if batch_size % mesh.size or config.eval.batch_size % mesh.size:
     raise ValueError(f"train batch {batch_size} and eval batch {config.eval.batch_size} must be "
-                     f"multiples of the {jax.device_count()} devices")
+                     f"multiples of the {mesh.size} devices")
   detector = detectors.build(config.model)
   train_source = load_sources(config)
   issues = sanitize.DataIssues()
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
   log.info("%s on %d devices; %d parameters; %d training images (%s)", config.model.family,
-           jax.device_count(), sum(x.size for x in jax.tree.leaves(state.params)),
+           mesh.size, sum(x.size for x in jax.tree.leaves(state.params)),
            len(train_source), train_source.name)
 
   # ------------------------------------------------------------------- Restore checkpoint.
@@ -173,9 +177,10 @@ def train(config, workdir):
   step = int(state.step)
   pending, interval_start, interval_step = [], time.time(), step
   stopped = False
-  with StopRequest() as stop:
+  with StopRequest() as stop, distributed.Watchdog(config.train.hang_timeout_s) as watchdog:
     try:
       while step < total and not stopped:
+        watchdog.arm(f"at step {step + 1} (input, train step or checkpoint)")
         state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
         pending.append(metrics)
         step += 1
@@ -198,6 +203,7 @@ def train(config, workdir):
           checkpoint.save(mngr, state, examples_seen, train_source.class_names, config)
           last_checkpoint = step
         if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
+          watchdog.disarm()  # evaluation's length depends on the eval set, not on a step
           run_evaluation(detector, state, config, mesh, issues, writer, workdir)
     finally:  # also on errors: the last good checkpoint is finished, not left half-written
       mngr.wait_until_finished()
@@ -208,10 +214,10 @@ def train(config, workdir):
   return detector, state, mesh, issues, writer, step >= total
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, devices=None):
   """Trains (resuming if possible), then evaluates on ``config.data.eval`` and prints the table.
   Returns the evaluation metrics (``{}`` when stopped early)."""
-  detector, state, mesh, issues, writer, finished = train(config, workdir)
+  detector, state, mesh, issues, writer, finished = train(config, workdir, devices)
   if not finished:
     return {}
   return run_evaluation(detector, state, config, mesh, issues, writer, workdir)

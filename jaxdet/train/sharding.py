@@ -29,3 +29,13 @@ def global_batch(local_batch, mesh):
   sharding = batch_sharded(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def local_rows(global_array):
+  """This host's rows of a batch-sharded global array, in order, as numpy (they are the rows of
+  the local batch it contributed through ``global_batch``)."""
+  blocks = {}
+  for shard in global_array.addressable_shards:  # a block held by several devices counts once
+    rows = shard.index[0]
+    blocks.setdefault((rows.start or 0, rows.stop), shard.data)
+  return np.concatenate([np.asarray(blocks[key]) for key in sorted(blocks)])

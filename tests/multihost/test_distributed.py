@@ -1,0 +1,56 @@
+"""When a command joins a multi-host run, and the watchdog that ends a process that hangs."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxdet import distributed
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("kwargs, environ, expected", [
+    ({}, {}, False),                                                        # a single host
+    ({}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, False),               # one SLURM task
+    ({}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, True),                # srun, 4 tasks
+    ({}, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "1"}, True),        # the step's count wins
+    ({}, {"OMPI_COMM_WORLD_SIZE": "2"}, True),                             # mpirun -n 2
+    ({}, {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+    ({"coordinator_address": "10.0.0.1:1234"}, {}, True),
+    ({"multihost": True}, {}, True),                                       # Cloud TPU pod slice
+])
+def test_which_commands_join_a_multi_host_run(kwargs, environ, expected):
+  assert distributed.wanted(environ=environ, **kwargs) is expected
+
+
+def test_a_single_process_broadcast_is_the_value():
+  assert distributed.broadcast_json({"coco/AP": 0.5}) == {"coco/AP": 0.5}
+
+
+def run_python(code):
+  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                        cwd=REPO)
+
+
+def test_watchdog_ends_a_process_that_makes_no_progress():
+  result = run_python("import time\nfrom jaxdet import distributed\n"
+                      "with distributed.Watchdog(1) as watchdog:\n"
+                      "  watchdog.arm('at step 3')\n"
+                      "  time.sleep(30)\n")
+  assert result.returncode == 1, result.stderr
+  assert "no progress for 1s at step 3" in result.stderr
+  assert 'File "<string>", line 5' in result.stderr  # the stack shows where it hung
+
+
+def test_watchdog_lets_a_process_that_progresses_finish():
+  result = run_python("import time\nfrom jaxdet import distributed\n"
+                      "with distributed.Watchdog(1) as watchdog:\n"
+                      "  for step in range(6):\n"
+                      "    watchdog.arm(f'at step {step}')\n"
+                      "    time.sleep(0.4)\n"
+                      "  watchdog.disarm()\n"
+                      "  time.sleep(1.5)\n"
+                      "print('done')\n")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "done"
