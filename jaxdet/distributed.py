@@ -41,9 +41,14 @@ import numpy as np
 
 log = logging.getLogger("jaxdet")
 
+# XLA's CPU backend deadlocks on the R50-FPN train step over 2 devices (one process or two):
+# with its concurrency-optimized scheduler the devices reach the gradient all-reduces in
+# different orders (found with scripts/benchmark.py, jax 0.10.2). Without it they keep the
+# program's order. Only the CPU backend reads this flag.
+CPU_COLLECTIVES_IN_ORDER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
 CLUSTER_SIZE_VARIABLES = (
-    "SLURM_STEP_NUM_TASKS",   # srun: tasks of this job step
-    "SLURM_NTASKS",
+    "SLURM_STEP_NUM_TASKS",   # srun: tasks of this job step (a batch script itself has none)
     "OMPI_COMM_WORLD_SIZE",   # mpirun
 )
 
@@ -81,11 +86,30 @@ def wanted(coordinator_address=None, multihost=False, environ=os.environ):
               or cluster_size_from_environment(environ) > 1)
 
 
+def keep_cpu_collectives_in_order(environ=os.environ):
+  """Adds ``CPU_COLLECTIVES_IN_ORDER`` to ``XLA_FLAGS`` (before the backend starts)."""
+  flags_now = environ.get("XLA_FLAGS", "")
+  if CPU_COLLECTIVES_IN_ORDER.split("=", maxsplit=1)[0] not in flags_now:
+    environ["XLA_FLAGS"] = f"{flags_now} {CPU_COLLECTIVES_IN_ORDER}".strip()
+
+
+def forced_host_devices(environ=os.environ):
+  """The CPU device count ``XLA_FLAGS`` asks for (1 when it does not)."""
+  for flag in environ.get("XLA_FLAGS", "").split():
+    if flag.startswith("--xla_force_host_platform_device_count="):
+      return int(flag.split("=", 1)[1])
+  return 1
+
+
 def initialize(coordinator_address=None, num_processes=None, process_id=None, multihost=False,
                initialization_timeout_s=300, heartbeat_timeout_s=100):
   """Joins the multi-controller runtime if wanted; must run before anything touches a device.
-  Returns whether it did."""
-  if not wanted(coordinator_address, multihost):
+  Returns whether it did. Runs with several CPU devices or processes also get
+  ``CPU_COLLECTIVES_IN_ORDER``."""
+  multi_process = wanted(coordinator_address, multihost)
+  if multi_process or forced_host_devices() > 1:
+    keep_cpu_collectives_in_order()
+  if not multi_process:
     return False
   environ = os.environ
   if num_processes is None and environ.get("JAX_NUM_PROCESSES"):

@@ -17,8 +17,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
-
+# jax reads the JAX_* variables above when imported, XLA_FLAGS when its backend starts.
 import pytest  # noqa: E402
+
+from jaxdet import distributed  # noqa: E402
+
+distributed.keep_cpu_collectives_in_order()  # see jaxdet.distributed.CPU_COLLECTIVES_IN_ORDER
 
 
 @pytest.fixture(scope="session")

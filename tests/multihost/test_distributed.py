@@ -12,9 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.mark.parametrize("kwargs, environ, expected", [
     ({}, {}, False),                                                        # a single host
-    ({}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, False),               # one SLURM task
-    ({}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, True),                # srun, 4 tasks
-    ({}, {"SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "1"}, True),        # the step's count wins
+    ({}, {"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "1"}, False),       # srun, one task
+    ({}, {"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "4"}, True),        # srun, 4 tasks
+    ({}, {"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, False),               # the batch script
     ({}, {"OMPI_COMM_WORLD_SIZE": "2"}, True),                             # mpirun -n 2
     ({}, {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
     ({"coordinator_address": "10.0.0.1:1234"}, {}, True),
@@ -22,6 +22,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ])
 def test_which_commands_join_a_multi_host_run(kwargs, environ, expected):
   assert distributed.wanted(environ=environ, **kwargs) is expected
+
+
+def test_several_cpu_devices_get_the_in_order_collectives_flag_once():
+  environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  assert distributed.forced_host_devices(environ) == 4
+  distributed.keep_cpu_collectives_in_order(environ)
+  distributed.keep_cpu_collectives_in_order(environ)
+  assert environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=4 "
+                                  "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+  assert distributed.forced_host_devices({}) == 1
 
 
 def test_a_single_process_broadcast_is_the_value():
