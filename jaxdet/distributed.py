@@ -93,6 +93,11 @@ def keep_cpu_collectives_in_order(environ=os.environ):
     environ["XLA_FLAGS"] = f"{flags_now} {CPU_COLLECTIVES_IN_ORDER}".strip()
 
 
+def cpu_only(environ=os.environ):
+  """Whether JAX is restricted to its CPU backend (``JAX_PLATFORMS=cpu``)."""
+  return environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu"
+
+
 def forced_host_devices(environ=os.environ):
   """The CPU device count ``XLA_FLAGS`` asks for (1 when it does not)."""
   for flag in environ.get("XLA_FLAGS", "").split():
@@ -104,10 +109,10 @@ def forced_host_devices(environ=os.environ):
 def initialize(coordinator_address=None, num_processes=None, process_id=None, multihost=False,
                initialization_timeout_s=300, heartbeat_timeout_s=100):
   """Joins the multi-controller runtime if wanted; must run before anything touches a device.
-  Returns whether it did. Runs with several CPU devices or processes also get
-  ``CPU_COLLECTIVES_IN_ORDER``."""
+  Returns whether it did. Runs with several CPU devices (forced host devices, or several
+  processes with ``JAX_PLATFORMS=cpu``) also get ``CPU_COLLECTIVES_IN_ORDER``."""
   multi_process = wanted(coordinator_address, multihost)
-  if multi_process or forced_host_devices() > 1:
+  if forced_host_devices() > 1 or (multi_process and cpu_only()):
     keep_cpu_collectives_in_order()
   if not multi_process:
     return False
@@ -139,20 +144,27 @@ def quiet_unless_leader():
 
 @contextlib.contextmanager
 def exit_on_error():
-  """On a multi-host run, an exception ends this process at once with its message (prefixed by
-  the host), instead of leaving it to wait in JAX's shutdown barrier for hosts that are
-  themselves waiting in a collective for it. Single-host runs raise as usual."""
+  """On a multi-host run, an exception (or a failing ``sys.exit``) ends this process at once
+  with its message, prefixed by the host, instead of leaving it to wait in JAX's shutdown
+  barrier while the other hosts wait in a collective for it. Single-host runs raise as usual."""
   try:
     yield
-  except (Exception, KeyboardInterrupt):  # pylint: disable=broad-except
-    if jax.process_count() == 1:
+  except SystemExit as e:
+    if not jax.distributed.is_initialized() or e.code in (0, None):
       raise
-    message = traceback.format_exc()
-    sys.stderr.write(f"process {jax.process_index()} of {jax.process_count()} failed:\n"
-                     f"{message}")
-    sys.stderr.flush()
-    sys.stdout.flush()
-    os._exit(1)  # pylint: disable=protected-access
+    _exit_now(f"process {jax.process_index()} stopped: {e.code}", e.code)
+  except (Exception, KeyboardInterrupt):  # pylint: disable=broad-except
+    if not jax.distributed.is_initialized():
+      raise
+    _exit_now(f"process {jax.process_index()} of {jax.process_count()} failed:\n"
+              f"{traceback.format_exc()}", 1)
+
+
+def _exit_now(message, code):
+  sys.stdout.flush()
+  sys.stderr.write(message + "\n")
+  sys.stderr.flush()
+  os._exit(code if isinstance(code, int) else 1)  # pylint: disable=protected-access
 
 
 def broadcast_json(value):
@@ -185,9 +197,10 @@ class Watchdog:
   def __exit__(self, *exc):
     self._done.set()
 
-  def arm(self, what):
+  def arm(self, what, steps=1):
+    """Restarts the clock: ``steps`` units of progress are now due within ``steps`` timeouts."""
     self._what = what
-    self._deadline = time.monotonic() + self.timeout_s
+    self._deadline = time.monotonic() + steps * self.timeout_s
 
   def disarm(self):
     self._deadline = None
@@ -196,8 +209,9 @@ class Watchdog:
     while not self._done.wait(min(1.0, self.timeout_s / 10)):
       deadline = self._deadline
       if deadline is not None and time.monotonic() > deadline:
-        sys.stderr.write(f"process {jax.process_index()}: no progress for {self.timeout_s}s "
-                         f"{self._what} (a stuck input or collective?); stacks:\n")
+        sys.stderr.write(f"process {jax.process_index()}: no progress in time {self._what} "
+                         f"(hang_timeout_s={self.timeout_s}: a stuck input or collective?); "
+                         "stacks:\n")
         faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         sys.stderr.flush()
         os._exit(1)  # pylint: disable=protected-access

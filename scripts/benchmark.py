@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -45,7 +46,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 512, "Square input size.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 2, "Global batch size.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed repetitions of each part (median reported).")
-_PARTS = flags.DEFINE_list("parts", ["train", "inference", "loss", "nms"], "What to time.")
+_PARTS = flags.DEFINE_list(
+    "parts", ["train", "inference", "loss", "nms"], "What to time, of train, inference, loss, "
+    "nms, allreduce (one gradient-sized all-reduce over the devices) and cost (parameters, "
+    "FLOPs per image, all-reduces per step; nothing timed).")
 _NMS_CANDIDATES = flags.DEFINE_integer("nms_candidates", 5000, "Candidates per image for NMS.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 _COMPARE_XLA_CONV = flags.DEFINE_bool(
@@ -94,7 +98,7 @@ def clustered_candidates(rng, batch_size, num, image_size, num_classes):
 
 
 def peak_memory():
-  stats = jax.devices()[0].memory_stats() or {}
+  stats = jax.local_devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
     return {"device_peak_gib": stats["peak_bytes_in_use"] / 2**30}
   return {"host_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
@@ -103,6 +107,39 @@ def peak_memory():
 def main(argv):
   del argv
   distributed.initialize_from_flags(_DISTRIBUTED)
+  with distributed.exit_on_error():
+    benchmark()
+
+
+def step_costs(detector, tx, schedule, state, batch, mesh):
+  """Parameters, FLOPs per image of the train step and of the forward pass (XLA's cost
+  analysis of the global program, with XLA's own convolutions so that none hides in a loop),
+  and the all-reduces in the step compiled for ``mesh``."""
+  conv.USE_CPU_FORMS = False
+  train = jax.jit(state_lib.make_train_step(detector, tx, schedule)).lower(state, batch)
+  forward = jax.jit(lambda v, x: detector.apply(v, x)[0]).lower(state.eval_variables(),
+                                                                batch["image"])
+  conv.USE_CPU_FORMS = True
+  compiled = state_lib.jit_train_step(detector, tx, schedule, 0.0, mesh).lower(
+      state, batch).compile().as_text()
+  images = batch["image"].shape[0]
+  return {"parameters": sum(x.size for x in jax.tree.leaves(state.params)),
+          "train_gflop_per_image": float(f"{train.cost_analysis()['flops'] / images / 1e9:.5g}"),
+          "forward_gflop_per_image": float(
+              f"{forward.cost_analysis()['flops'] / images / 1e9:.5g}"),
+          "all_reduces_in_step": len(re.findall(r" all-reduce(?:-start)?\(", compiled))}
+
+
+def time_gradient_all_reduce(params, mesh, steps):
+  """Seconds of one all-reduce of a float32 array the size of ``params`` over the mesh."""
+  size = sum(x.size for x in jax.tree.leaves(params))
+  rows = np.ones((jax.local_device_count(), size), np.float32)
+  summed = jax.jit(lambda x: x.sum(0), out_shardings=sharding.replicated(mesh))
+  array = sharding.global_batch(rows, mesh)
+  return time_calls(lambda: summed(array), steps)
+
+
+def benchmark():
   config = _CONFIG.value.copy_and_resolve_references()
   size, batch_size = _IMAGE_SIZE.value, _BATCH_SIZE.value
   config.data.image_size = (size, size)
@@ -113,8 +150,7 @@ def main(argv):
   batch = {"image": rng.normal(size=(batch_size, size, size, 3)).astype(np.float32),
            **random_targets(rng, batch_size, size, config.data.max_boxes,
                             config.model.num_classes)}
-  local = batch_size // jax.process_count()  # this host's rows of the global batch
-  mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+  mine = sharding.host_rows(batch_size)
   batch = sharding.global_batch({k: v[mine] for k, v in batch.items()}, mesh)
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
   results = {"family": config.model.family, "backbone": config.model.get("backbone"),
@@ -175,6 +211,10 @@ def main(argv):
     run_nms = jax.jit(lambda b, s, c, v: nms.batched_nms(
         b, s, c, v, iou_threshold=0.5, max_output=100))
     record("nms", time_calls(lambda: run_nms(*candidates), _STEPS.value))
+  if "allreduce" in _PARTS.value:
+    record("allreduce", time_gradient_all_reduce(state.params, mesh, _STEPS.value))
+  if "cost" in _PARTS.value:
+    results["cost"] = step_costs(detector, tx, schedule, state, batch, mesh)
   results.update(peak_memory())
   if jax.process_index() != 0:
     return

@@ -38,8 +38,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.initialize_from_flags(_DISTRIBUTED)
-  runtime.setup_logging()
   with distributed.exit_on_error():
+    runtime.setup_logging()
     evaluate()
 
 

@@ -37,10 +37,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.initialize_from_flags(_DISTRIBUTED)
-  runtime.setup_logging()
-  config = runtime.prepare(_CONFIG.value, coco_json_dir=_COCO_JSON_DIR.value)
-  from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
   with distributed.exit_on_error():
+    runtime.setup_logging()
+    config = runtime.prepare(_CONFIG.value, coco_json_dir=_COCO_JSON_DIR.value)
+    from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
     try:
       loop.train_and_evaluate(config, _WORKDIR.value)
     except loop.NonFiniteLossError as e:

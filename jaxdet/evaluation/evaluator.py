@@ -62,7 +62,11 @@ def detect_all(detector, variables, source, config, mesh, issues):
   stacked = {k: np.concatenate([sharding.local_rows(p[k]) if isinstance(p[k], jax.Array)
                                 else p[k] for p in parts]) for k in parts[0]}
   if jax.process_count() > 1:
+    # The gather moves arrays through JAX, whose integers are 32-bit by default: the 64-bit
+    # image ids travel as pairs of int32.
+    stacked["image_id"] = stacked["image_id"].astype(np.int64).view(np.int32).reshape(-1, 2)
     stacked = multihost_utils.process_allgather(stacked, tiled=True)
+    stacked["image_id"] = np.ascontiguousarray(stacked["image_id"]).view(np.int64).reshape(-1)
   return stacked
 
 
@@ -87,11 +91,15 @@ def detect(detector, variables, source, gts, config, mesh, issues):
   return to_detections(detect_all(detector, variables, source, config, mesh, issues), gts)
 
 
-def score(detections, gts, source, metrics):
-  """``(metrics dict, printable report)`` for the requested ``metrics``."""
+def check_metrics(metrics):
   unknown = set(metrics) - set(METRICS)
   if unknown:
     raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+
+
+def score(detections, gts, source, metrics):
+  """``(metrics dict, printable report)`` for the requested ``metrics``."""
+  check_metrics(metrics)
   results, report = {}, []
   if "coco" in metrics:
     cat_ids = coco.category_ids(source)
@@ -116,9 +124,11 @@ def score(detections, gts, source, metrics):
 def evaluate(detector, variables, source, config, mesh, issues):
   """Detects over ``source`` and scores; images that cannot be decoded leave the evaluation.
 
-  Each host detects its share of the images; process 0 scores them all once.
+  Each host detects its share of the images; all detections are gathered (to every host) and
+  process 0 scores them once.
   Returns ``(metrics, report)`` with the metrics on every host and the report on process 0
   (empty elsewhere)."""
+  check_metrics(config.eval.metrics)  # on every host, before the detection pass
   stacked = detect_all(detector, variables, source, config, mesh, issues)
   results, report = {}, ""
   if jax.process_index() == 0:

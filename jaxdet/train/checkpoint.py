@@ -73,8 +73,8 @@ def restore_arrays(workdir, step=None):
   """``(state as a dict of numpy arrays, step)`` of checkpoint ``step`` (default: latest),
   without building the model: for inspecting and comparing runs."""
   mngr, step = read_only(workdir, step)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          mngr.item_metadata(step)["state"])
+                          mngr.metadata(step).item_metadata["state"])
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   return jax.device_get(restored["state"]), step

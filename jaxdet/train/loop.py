@@ -180,7 +180,7 @@ def train(config, workdir, devices=None):
   with StopRequest() as stop, distributed.Watchdog(config.train.hang_timeout_s) as watchdog:
     try:
       while step < total and not stopped:
-        watchdog.arm(f"at step {step + 1} (input, train step or checkpoint)")
+        watchdog.arm(f"at step {step + 1} (input, dispatch or checkpoint)")
         state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
         pending.append(metrics)
         step += 1
@@ -188,6 +188,8 @@ def train(config, workdir, devices=None):
         stopped = agreed_stop(stop.requested, step % config.train.log_every == 0)
         save_now = step % config.train.checkpoint_every == 0 or step == total or stopped
         if step % config.train.log_every == 0 or save_now:
+          # Steps run asynchronously: fetching the metrics waits for all pending ones.
+          watchdog.arm(f"finishing steps {step - len(pending) + 1}-{step}", steps=len(pending))
           check_finite(pending, step - len(pending), last_checkpoint)
           scalars = mean_metrics(pending)
           now = time.time()

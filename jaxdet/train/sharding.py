@@ -24,6 +24,13 @@ def batch_sharded(mesh):
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def host_rows(global_size):
+  """The rows of a global batch of ``global_size`` this host holds: hosts hold equal,
+  consecutive blocks in process order (as ``jaxdet.data.pipeline`` reads them)."""
+  local = global_size // jax.process_count()
+  return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+
+
 def global_batch(local_batch, mesh):
   """This host's part of a batch (numpy / tf tensors) as global arrays sharded on ``data``."""
   sharding = batch_sharded(mesh)

@@ -22,7 +22,7 @@ class Job:
   processes still running on exit are killed, so a failing test leaves none behind."""
 
   def __init__(self, script, args, num_processes, devices_per_process, logdir,
-               heartbeat_timeout_s=10):
+               heartbeat_timeout_s=100):
     os.makedirs(logdir, exist_ok=True)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}

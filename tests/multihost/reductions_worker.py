@@ -36,8 +36,7 @@ def main(argv):
     mesh = sharding.make_mesh()
     variables = jax.jit(lambda: detector.init(jax.random.PRNGKey(0), config.data.image_size),
                         out_shardings=sharding.replicated(mesh))()
-    local = reductions.BATCH // jax.process_count()
-    mine = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+    mine = sharding.host_rows(reductions.BATCH)
     step = jax.jit(lambda v, b: reductions.forward_and_loss(detector, v, b),
                    in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                    out_shardings=sharding.replicated(mesh))

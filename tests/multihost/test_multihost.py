@@ -34,12 +34,17 @@ TOTAL = 6
 TIMEOUT_S = 300
 
 
+# Score everything, so that a six-step model has detections to evaluate; evaluate in batches of
+# 8, so that each of 2 hosts detects 4 of the 8 validation images.
+OVERRIDES = {"model.decode.score_threshold": 0.0, "eval.batch_size": 8,
+             "eval.metrics": ("coco", "voc07")}
+
+
 def train_args(scenes_dir, workdir, total_steps=TOTAL, evaluate=True):
+  overrides = {**OVERRIDES, "train.total_steps": total_steps,
+               "eval.metrics": OVERRIDES["eval.metrics"] if evaluate else ()}
   return ["--config=experiments/retinanet.py:tiny_test", f"--coco_json_dir={scenes_dir}",
-          f"--workdir={workdir}", f"--config.train.total_steps={total_steps}",
-          # Score everything so a six-step model still has detections to evaluate.
-          "--config.model.decode.score_threshold=0.0",
-          "--config.eval.metrics=" + ("('coco', 'voc07')" if evaluate else "()")]
+          f"--workdir={workdir}", *(f"--config.{k}={v!r}" for k, v in overrides.items())]
 
 
 def trained_params(workdir, step=None):
@@ -51,9 +56,7 @@ def trained_params(workdir, step=None):
 def train_config(scenes_dir):
   """``train_args``' config, for training in this process."""
   config = helpers.tiny_config(scenes_dir)
-  config.unlock()
-  config.model.decode.score_threshold = 0.0
-  config.eval.metrics = ("coco", "voc07")
+  config.update_from_flattened_dict(OVERRIDES)
   return config
 
 
@@ -106,21 +109,25 @@ def test_sharded_evaluation_equals_single_process(runs, scenes_dir):
 
 def test_killed_host_stops_the_job_and_a_restart_resumes_exactly(runs, scenes_dir, tmp_path):
   workdir, logs = str(tmp_path / "killed"), str(runs["root"] / "logs")
+  checkpoints = checkpoint.checkpoint_dir(workdir)
   # A long run has the 6-step run's learning rates: its schedule's steps are absolute.
   with Job("scripts/train.py", train_args(scenes_dir, workdir, 10_000, evaluate=False), 2, 2,
-           logs) as job:
-    job.wait_until(lambda: os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), "4")),
-                   TIMEOUT_S)
+           logs, heartbeat_timeout_s=10) as job:
+    job.wait_until(lambda: os.path.isdir(os.path.join(checkpoints, "2")), TIMEOUT_S)
     job.kill(1)
     # The survivor must not hang in a collective: the coordination service misses process 1's
     # heartbeats (10 s here) and stops it with an error.
     codes = job.wait(60, expect_success=False)
     assert codes[0] != 0
     assert "heartbeat" in job.output(0) or "failed" in job.output(0), job.output(0)
+  saved = sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+  assert saved and saved[-1] < TOTAL, saved  # killed before the end: a resume is needed
   with Job("scripts/train.py", train_args(scenes_dir, workdir, evaluate=False), 2, 2,
            logs) as job:
     job.wait(TIMEOUT_S)
-    assert "resumed from" in job.output(0)
+    resumed = re.search(r"resumed from .* at step (\d+)", job.output(0))
+    assert resumed and int(resumed.group(1)) == saved[-1], job.output(0)
+    assert f"step {TOTAL}/{TOTAL}" in job.output(0)
   resumed_params, resumed_stats, step = trained_params(workdir)
   params, stats, _ = trained_params(runs["two"])
   assert step == TOTAL

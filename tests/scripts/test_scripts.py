@@ -89,7 +89,12 @@ def test_benchmark_runs_without_tensorflow(tmp_path, config):
   out_json = tmp_path / "bench.json"
   run("benchmark.py", f"--config={config}", "--image_size=64", "--batch_size=8", "--steps=1",
       "--nms_candidates=300", f"--json={out_json}",
+      "--parts=train,inference,loss,nms,allreduce,cost",
       env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{REPO}"})
   results = json.loads(out_json.read_text())
-  for part in ("train", "inference", "loss", "nms"):
-    assert results[part]["images_per_s"] > 0
+  for part in ("train", "inference", "loss", "nms", "allreduce"):
+    assert results[part]["median_s"] > 0
+  cost = results["cost"]
+  assert cost["parameters"] > 0 and cost["all_reduces_in_step"] > 0  # 8 devices
+  # A train step costs about three forward passes (forward, input and weight gradients).
+  assert 2.5 < cost["train_gflop_per_image"] / cost["forward_gflop_per_image"] < 3.5
