@@ -139,7 +139,7 @@ def initialize_from_flags(holders):
 def quiet_unless_leader():
   """Progress, summaries and tables come from process 0; the others log warnings only."""
   if jax.process_index() != 0:
-    logging.getLogger("jaxdet").setLevel(logging.WARNING)
+    log.setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

@@ -1,15 +1,12 @@
 """Anchor k-means with distance 1 - IoU (YOLOv2's dimension clusters) and its script."""
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from jaxdet.data import anchor_kmeans
+from tests.scripts.test_scripts import run
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = np.array([[12.0, 12.0], [60.0, 20.0], [25.0, 90.0]])
 
 
@@ -91,11 +88,8 @@ def test_box_sizes_at_the_input(keep_aspect_ratio, expected):
 
 def test_script_prints_the_elbow_and_writes_priors(scenes_dir, tmp_path):
   output = tmp_path / "priors.json"
-  result = subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "kmeans_anchors.py"),
-       f"--coco_json_dir={scenes_dir}", "--k=3", "--max_k=4", "--stride=16",
-       f"--output={output}"], capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr
+  result = run("kmeans_anchors.py", f"--coco_json_dir={scenes_dir}", "--k=3", "--max_k=4",
+               "--stride=16", f"--output={output}")
   assert "  k  mean IoU" in result.stdout and "<- written" in result.stdout
   priors = json.loads(output.read_text())
   assert priors["k"] == 3 and len(priors["priors_pixels"]) == 3

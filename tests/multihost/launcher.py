@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jaxdet.runtime import REPO_ROOT as REPO
 
 
 def free_port():

@@ -1,13 +1,11 @@
 """When a command joins a multi-host run, and the watchdog that ends a process that hangs."""
-import os
 import subprocess
 import sys
 
 import pytest
 
 from jaxdet import distributed
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jaxdet.runtime import REPO_ROOT as REPO
 
 
 @pytest.mark.parametrize("kwargs, environ, expected", [

@@ -9,10 +9,10 @@ from PIL import Image
 import pytest
 
 from experiments import ssd
+from jaxdet.runtime import REPO_ROOT as REPO
 from jaxdet.train import loop
 from tests.train.helpers import tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "experiments", "retinanet.py") + ":tiny_test"
 TINY_SSD = os.path.join(REPO, "experiments", "ssd.py") + ":tiny_test"
 

@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
+from jaxdet.runtime import REPO_ROOT as REPO
 from jaxdet.train import checkpoint
 from jaxdet.train import loop
 from tests.train.helpers import tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOTAL = 24
 
 
