@@ -15,11 +15,17 @@ def base_config():
   c.data.data_dir = ""                         # TFDS data_dir; "" = TFDS default
   c.data.coco_json_dir = ""                    # folder for "coco_json:<split>" specs
   c.data.image_size = (128, 128)               # static network input (height, width)
+  c.data.multi_scale_sizes = ()                # training sizes (square) drawn per period
+  c.data.multi_scale_every = 10                # batches per multi-scale period
   c.data.max_boxes = 100                       # ground-truth budget M per image
   c.data.random_flip = True
   c.data.keep_aspect_ratio = True              # False: warp to image_size (SSD, YOLO)
-  c.data.augment = ""                          # family augmentation: "" none or "ssd"
+  c.data.augment = ""                          # family augmentation: "", "ssd" or "yolo"
   c.data.expand_max_ratio = 4.0                # SSD zoom-out canvas up to 4x (Sec. 3.6: 16)
+  c.data.jitter = 0.2                          # YOLO: scale 1 +- 0.2, shifts up to 20% of size
+  c.data.saturation = 1.5                      # YOLO: HSV saturation factor in [1/1.5, 1.5]
+  c.data.exposure = 1.5                        # YOLO: HSV value factor in [1/1.5, 1.5]
+  c.data.hue = 0.0                             # YOLO: hue shift, fraction of the circle
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16                      # global, over all devices and hosts

@@ -153,7 +153,9 @@ def benchmark():
   mine = sharding.host_rows(batch_size)
   batch = sharding.global_batch({k: v[mine] for k, v in batch.items()}, mesh)
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
-  results = {"family": config.model.family, "backbone": config.model.get("backbone"),
+  backbone = config.model.get("backbone")
+  results = {"family": config.model.family,
+             "backbone": backbone.to_dict() if hasattr(backbone, "to_dict") else backbone,
              "image_size": size, "batch_size": batch_size, "dtype": config.model.dtype,
              "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
              "processes": jax.process_count(),

@@ -5,6 +5,9 @@ r"""Anchor priors for the YOLO families: k-means with distance 1 - IoU on the tr
   python scripts/kmeans_anchors.py --config=experiments/ssd.py:ssd300_voc \
       --config.data.data_dir=/data/tfds --k=5 --output=voc_priors.json
   python scripts/kmeans_anchors.py --coco_json_dir=/data/my_dataset --k=9 --output=priors.json
+
+Train with them: ``--config.model.priors_file=priors.json`` (YOLOv2 reads ``priors_cells``,
+YOLOv3 ``priors_pixels``).
 """
 import json
 import os

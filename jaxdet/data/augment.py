@@ -1,6 +1,7 @@
-"""Family data augmentations in tf graph: SSD's (Liu et al., ECCV 2016, Sec. 2.2 and 3.6).
+"""Family data augmentations in tf graph: SSD's (Liu et al., ECCV 2016, Sec. 2.2 and 3.6) and
+YOLOv1's (Redmon et al., CVPR 2016, Sec. 2.2).
 
-The steps follow the authors' Caffe pipeline (``ssd_pascal.py``: distort, expand, batch sampler)
+SSD's steps follow the authors' Caffe pipeline (``ssd_pascal.py``: distort, expand, batch sampler)
 and its ssd.pytorch port (``augmentations.SSDAugmentation``): photometric distortion, zoom-out
 ("expand"), min-IoU random crop. The horizontal flip is the pipeline's own
 (``data_config.random_flip``). Images are float32 RGB 0-255 of any size, boxes (x1, y1, x2, y2)
@@ -28,7 +29,7 @@ NUM_TRIALS = 50                       # candidate patches per image (Caffe's max
 PATCH_SCALE = (0.3, 1.0)              # patch side / image side (ssd.pytorch): 0.09-1 of the area
 PATCH_ASPECT = (0.5, 2.0)             # patch height / width (Sec. 2.2: "between 1/2 and 2")
 
-AUGMENTATIONS = ("", "ssd")
+AUGMENTATIONS = ("", "ssd", "yolo")
 
 
 def _width_height(image):
@@ -229,6 +230,79 @@ def ssd_augment(image, boxes, labels, seeds, *, expand_max_ratio=4.0):
   return tf.ensure_shape(image, [None, None, 3]), boxes, labels
 
 
+# -------------------------------------------------------------------------------- YOLO.
+# YOLOv1 (Redmon et al., CVPR 2016, Sec. 2.2): "random scaling and translations of up to 20% of
+# the original image size ... randomly adjust the exposure and saturation of the image by up to
+# a factor of 1.5 in the HSV color space"; darknet's ``load_data_region`` and
+# ``random_distort_image``, whose hue shift is an option (0 in the paper).
+
+
+def rand_scale(seed, limit):
+  """Darknet's ``rand_scale``: ``u ~ U[1, limit]``, or ``1 / u`` with probability 1/2."""
+  s = tf.random.experimental.stateless_split(seed, 2)
+  factor = _uniform(s[0], 1.0, limit)
+  return tf.where(_coin(s[1]), factor, 1.0 / factor)
+
+
+def sample_hsv(seed, *, saturation, exposure, hue):
+  """Saturation and exposure (value) factors in ``[1 / limit, limit]``, hue shift
+  ``U[-hue, hue]`` (fraction of the colour circle)."""
+  s = tf.random.experimental.stateless_split(seed, 3)
+  return dict(saturation=rand_scale(s[0], saturation), exposure=rand_scale(s[1], exposure),
+              hue=_uniform(s[2], -hue, hue))
+
+
+def apply_hsv(image, saturation, exposure, hue):
+  """In HSV: S and V scaled (clipped to [0, 1]), H shifted modulo 1; back to RGB 0-255."""
+  h, s, v = tf.unstack(tf.image.rgb_to_hsv(image / 255.0), axis=-1)
+  hsv = tf.stack([tf.math.floormod(h + hue, 1.0), tf.clip_by_value(s * saturation, 0.0, 1.0),
+                  tf.clip_by_value(v * exposure, 0.0, 1.0)], axis=-1)
+  return _clip(tf.image.hsv_to_rgb(hsv) * 255.0)
+
+
+def sample_scale_translation(seed, jitter):
+  """``(scale, dx, dy)``: ``scale ~ U[1 - jitter, 1 + jitter]``, shifts ``U[-jitter, jitter]``
+  in fractions of the image width and height."""
+  u = tf.random.stateless_uniform([3], seed, minval=-jitter, maxval=jitter)
+  return 1.0 + u[0], u[1], u[2]
+
+
+def scale_and_translate(image, boxes, scale, dx, dy):
+  """The image resized by ``scale`` about its centre and shifted by ``(dx, dy)`` of its size,
+  on a canvas of its own size: what leaves the canvas is cropped, what it uncovers is filled
+  with ``pipeline.PIXEL_MEAN`` (as ``place_on_canvas``). Boxes alike, not yet clipped."""
+  size = tf.shape(image)[:2]
+  new = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
+  factor = tf.cast(new, tf.float32) / tf.cast(size, tf.float32)                     # (y, x)
+  scaled = tf.image.resize(image, new, method="bilinear")
+  boxes = boxes * tf.stack([factor[1], factor[0], factor[1], factor[0]])
+  # Top-left of the scaled image on the canvas, (y, x); negative: cropped on that side.
+  offset = tf.cast(tf.round(tf.cast(size - new, tf.float32) / 2.0
+                            + tf.stack([dy, dx]) * tf.cast(size, tf.float32)), tf.int32)
+  before, after = tf.maximum(offset, 0), tf.maximum(size - new - offset, 0)
+  padded = new + before + after
+  canvas, boxes = place_on_canvas(scaled, boxes, padded[0], padded[1], before[0], before[1])
+  crop = tf.maximum(-offset, 0)
+  shift = tf.cast(tf.stack([crop[1], crop[0], crop[1], crop[0]]), boxes.dtype)
+  return canvas[crop[0]:crop[0] + size[0], crop[1]:crop[1] + size[1]], boxes - shift
+
+
+def yolo_augment(image, boxes, labels, seeds, *, jitter, saturation, exposure, hue):
+  """YOLOv1's training augmentation (Sec. 2.2): HSV saturation and exposure by factors in
+  ``[1 / s, s]`` (and an optional hue shift), then random scaling (``1 +- jitter``) and
+  translation (up to ``jitter`` of the image size) on a canvas of the original size. The HSV
+  step comes first so the uncovered canvas stays exactly the mean (0 once normalized). Boxes
+  are clipped to the image and those left empty dropped. ``seeds [k >= 2, 2]``. Returns
+  ``(image float32 [h, w, 3] 0-255, boxes [m, 4], labels [m])``, m <= n, same h and w."""
+  image = tf.cast(image, tf.float32)
+  boxes, labels = clip_and_drop_empty(image, boxes, labels)
+  image = apply_hsv(image, **sample_hsv(seeds[1], saturation=saturation, exposure=exposure,
+                                        hue=hue))
+  image, boxes = scale_and_translate(image, boxes, *sample_scale_translation(seeds[0], jitter))
+  boxes, labels = clip_and_drop_empty(image, boxes, labels)
+  return tf.ensure_shape(image, [None, None, 3]), boxes, labels
+
+
 def build(data_config):
   """The augmentation ``(image, boxes, labels, seeds) -> (image, boxes, labels)`` named by
   ``data_config.augment``, or None for ""."""
@@ -239,4 +313,14 @@ def build(data_config):
     if data_config.expand_max_ratio < 1.0:
       raise ValueError(f"data.expand_max_ratio={data_config.expand_max_ratio} must be >= 1")
     return functools.partial(ssd_augment, expand_max_ratio=float(data_config.expand_max_ratio))
+  if name == "yolo":
+    d = data_config
+    if not (0.0 <= d.jitter < 1.0 and d.saturation >= 1.0 and d.exposure >= 1.0
+            and 0.0 <= d.hue <= 0.5):
+      raise ValueError(f"data.jitter={d.jitter} must be in [0, 1), data.saturation="
+                       f"{d.saturation} and data.exposure={d.exposure} >= 1, data.hue={d.hue} "
+                       "in [0, 0.5]")
+    return functools.partial(yolo_augment, jitter=float(d.jitter),
+                             saturation=float(d.saturation), exposure=float(d.exposure),
+                             hue=float(d.hue))
   raise ValueError(f"data.augment={name!r} is unknown; choose one of {AUGMENTATIONS}")

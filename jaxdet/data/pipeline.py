@@ -100,6 +100,35 @@ def _options():
   return options
 
 
+def multi_scale_sizer(data_config, global_batch_size, seed):
+  """``g -> (height, width)``: the input size of the global batch holding example ``g``.
+
+  ``data_config.image_size`` unless ``data_config.multi_scale_sizes`` is set: then every
+  ``multi_scale_every`` batches a size is drawn uniformly from those (square) sizes, as YOLOv2's
+  multi-scale training (Sec. 2 "Multi-Scale Training": a multiple of 32 from 320 to 608 every 10
+  batches). The draw is a stateless function of ``(seed, period)``, so every host picks the
+  same size for a batch and a resumed run the same sizes as an uninterrupted one; each size is
+  compiled once by ``jit``.
+  """
+  sizes = tuple(int(s) for s in data_config.multi_scale_sizes)
+  if not sizes:
+    height, width = data_config.image_size
+    return lambda g: (height, width)
+  if min(sizes) <= 0 or data_config.multi_scale_every <= 0:
+    raise ValueError(f"data.multi_scale_sizes={sizes} and data.multi_scale_every="
+                     f"{data_config.multi_scale_every} must be positive")
+  table = tf.constant(sizes, tf.int32)
+  examples_per_period = tf.constant(global_batch_size * data_config.multi_scale_every, tf.int64)
+
+  def input_size(g):
+    period = g // examples_per_period
+    choice = tf.random.stateless_uniform([], tf.stack([tf.cast(seed, tf.int64), -1 - period]),
+                                         maxval=len(sizes), dtype=tf.int32)
+    return table[choice], table[choice]
+
+  return input_size
+
+
 def train_dataset(source, data_config, *, num_classes, global_batch_size, start_example, seed,
                   issues, process_index=0, process_count=1, augment=None):
   """Infinite batches for this host from global example ``start_example`` (a batch boundary).
@@ -115,7 +144,7 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
   if start_example % global_batch_size:
     raise ValueError(f"start_example {start_example} is not a multiple of the global batch")
   local = global_batch_size // process_count
-  height, width = data_config.image_size
+  input_size = multi_scale_sizer(data_config, global_batch_size, seed)
   loader = RecordLoader(source, num_classes, data_config.max_boxes, seed, issues)
 
   def position(j):  # j-th example of this host -> global stream position
@@ -132,6 +161,7 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
       image, boxes, labels = augment(image, boxes, labels, seeds[1:])
     if data_config.random_flip:
       image, boxes = transforms.random_horizontal_flip(image, boxes, seeds[0])
+    height, width = input_size(g)
     image, boxes, _ = transforms.resize_and_pad(normalize(image), boxes, height, width,
                                                  data_config.keep_aspect_ratio)
     return {"image": image, **pad_targets(boxes, labels, data_config.max_boxes)}

@@ -20,15 +20,18 @@ def resize_and_pad(image, boxes, height, width, keep_aspect_ratio=True):
   padded with zeros (the mean, once normalized); without, it is warped to exactly that size (as
   SSD and YOLO do).
 
+  ``height`` and ``width`` may be tensors (multi-scale training).
+
   Returns ``(image [height, width, C] float32, boxes, scale [2])`` with ``scale = (s_y, s_x)``
   the input pixels per original pixel (equal up to rounding when the aspect ratio is kept).
   """
   size = tf.cast(tf.shape(image)[:2], tf.float32)
   if keep_aspect_ratio:
-    factor = tf.minimum(height / size[0], width / size[1])
+    factor = tf.minimum(tf.cast(height, tf.float32) / size[0],
+                        tf.cast(width, tf.float32) / size[1])
     new_size = tf.maximum(tf.cast(tf.round(size * factor), tf.int32), 1)
   else:
-    new_size = tf.constant([height, width], tf.int32)
+    new_size = tf.cast(tf.stack([height, width]), tf.int32)
   image = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bilinear")
   image = tf.image.pad_to_bounding_box(image, 0, 0, height, width)
   scale = tf.cast(new_size, tf.float32) / size

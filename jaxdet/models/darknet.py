@@ -46,12 +46,13 @@ class ConvBNLeaky(nn.Module):
 
 class Darknet19(nn.Module):
   num_classes: int = 0                 # > 0: add the ImageNet-style classifier
+  stages: tuple = DARKNET19_STAGES     # narrower or shallower for CPU variants
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train=False):
     features = {}
-    for stage, convs in enumerate(DARKNET19_STAGES, start=1):
+    for stage, convs in enumerate(self.stages, start=1):
       if stage > 1:
         x = layers.max_pool(x, 2, 2, padding=((0, 0), (0, 0)))
       for index, (channels, kernel) in enumerate(convs, start=1):
@@ -62,4 +63,60 @@ class Darknet19(nn.Module):
       logits = layers.conv(self.num_classes, 1, use_bias=True, dtype=self.dtype,
                            name="classifier")(x)
       outputs["logits"] = jnp.mean(logits.astype(jnp.float32), axis=(1, 2))
+    return outputs
+
+
+# Darknet-53 (Redmon & Farhadi 2018, "YOLOv3", Sec. 2.4, Table 1; darknet's cfg/darknet53.cfg):
+# a 3x3/32 convolution, then five stages of a 3x3 stride-2 convolution and residual blocks.
+DARKNET53_STEM = 32
+DARKNET53_WIDTHS = (64, 128, 256, 512, 1024)
+DARKNET53_BLOCKS = (1, 2, 8, 8, 4)
+
+
+class ResidualBlock(nn.Module):
+  """Table 1's residual unit: 1x1 conv to half the channels, 3x3 conv back, added to the input
+  (darknet's ``[shortcut] from=-3 activation=linear``)."""
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train):
+    y = ConvBNLeaky(self.features // 2, 1, dtype=self.dtype, name="conv1")(x, train)
+    y = ConvBNLeaky(self.features, 3, dtype=self.dtype, name="conv2")(y, train)
+    return x + y
+
+
+class Darknet53(nn.Module):
+  """Darknet-53 (YOLOv3 Sec. 2.4, Table 1): 52 convolutions with batch norm and leaky ReLU, plus
+  the classifier (global average pooling, then a 1x1 convolution to the classes, as
+  cfg/darknet53.cfg) when ``num_classes`` is set.
+
+  Returns the last maps of the stride-8, 16 and 32 stages (256, 512 and 1024 channels: the
+  sources of YOLOv3's three scales, Sec. 2.3) as ``stride8``, ``stride16``, ``stride32``.
+  Stride-2 convolutions pad 1 on every side, as darknet's ``pad=1``.
+  """
+  num_classes: int = 0                      # > 0: add the ImageNet classifier
+  stem_width: int = DARKNET53_STEM
+  stage_widths: tuple = DARKNET53_WIDTHS    # narrower or shallower for CPU variants
+  blocks: tuple = DARKNET53_BLOCKS
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    if len(self.stage_widths) != 5 or len(self.blocks) != 5:
+      raise ValueError(f"Darknet-53 has 5 stages; got widths {self.stage_widths} and blocks "
+                       f"{self.blocks}")
+    x = ConvBNLeaky(self.stem_width, 3, dtype=self.dtype, name="stem")(x, train)
+    maps = []
+    for stage, (width, depth) in enumerate(zip(self.stage_widths, self.blocks), start=1):
+      x = ConvBNLeaky(width, 3, strides=2, dtype=self.dtype, name=f"down{stage}")(x, train)
+      for block in range(1, depth + 1):
+        x = ResidualBlock(width, dtype=self.dtype, name=f"stage{stage}_block{block}")(x, train)
+      maps.append(x)
+    outputs = {"stride8": maps[2], "stride16": maps[3], "stride32": maps[4]}
+    if self.num_classes:
+      pooled = jnp.mean(x, axis=(1, 2), keepdims=True)
+      logits = layers.conv(self.num_classes, 1, use_bias=True, dtype=self.dtype,
+                           name="classifier")(pooled)
+      outputs["logits"] = logits[:, 0, 0].astype(jnp.float32)
     return outputs

@@ -127,3 +127,60 @@ def ssd_default_boxes(image_size, feature_sizes, aspect_ratios, s_min=0.2, s_max
   return AnchorGrid(boxes=boxes.astype(np.float32),
                     level_sizes=tuple(len(b) for b in level_boxes),
                     anchors_per_cell=tuple(per_cell))
+
+
+@dataclasses.dataclass(frozen=True)
+class YoloGrid:
+  """The prediction slots of a YOLOv2/v3 head for one input size, in the anchor order of this
+  module (level, row, column, prior). Each slot predicts one box from its cell and prior
+  (YOLOv2 Sec. 2 "Direct location prediction")."""
+  cell_xy: np.ndarray          # [N, 2] float32 (c_x, c_y): the slot's cell, in cells
+  stride: np.ndarray           # [N, 2] float32 (s_x, s_y): input pixels per cell
+  prior_wh: np.ndarray         # [N, 2] float32 (p_w, p_h): the slot's prior, input pixels
+  priors: np.ndarray           # [P, 2] float32 every prior, levels in order
+  prior_level: np.ndarray      # [P] int32 level of each prior
+  level_sizes: tuple           # slots per level
+  feature_sizes: tuple         # (rows, cols) per level
+
+  @property
+  def num_anchors(self):
+    return int(self.cell_xy.shape[0])
+
+  def level_tables(self):
+    """Per level ``(first slot, cols, rows, priors per cell, first prior, stride_x, stride_y)``
+    as an ``[L, 7]`` float64 table, for vectorized slot arithmetic in the matcher."""
+    firsts = np.cumsum((0,) + self.level_sizes[:-1])
+    counts = np.bincount(self.prior_level, minlength=len(self.level_sizes))
+    first_prior = np.cumsum(np.concatenate([[0], counts[:-1]]))
+    rows = []
+    for level, (height, width) in enumerate(self.feature_sizes):
+      stride = self.stride[firsts[level]]
+      rows.append((firsts[level], width, height, counts[level], first_prior[level], *stride))
+    return np.asarray(rows, np.float64)
+
+
+def yolo_grid(image_size, feature_sizes, priors_per_level):
+  """The slots of a YOLO head with maps of ``feature_sizes`` ((rows, cols), finest stride last
+  or first, as the head emits them) over an input of ``image_size`` (height, width), and
+  ``priors_per_level`` ((w, h) pairs in input pixels) for each map (YOLOv2: one map, 5 priors;
+  YOLOv3: three maps, 3 of the 9 priors each, Sec. 2.3)."""
+  if len(feature_sizes) != len(priors_per_level):
+    raise ValueError(f"{len(feature_sizes)} feature maps but priors for {len(priors_per_level)}")
+  height, width = image_size
+  cells, strides, prior_wh, level_sizes, levels = [], [], [], [], []
+  for level, ((rows, cols), priors) in enumerate(zip(feature_sizes, priors_per_level)):
+    priors = np.asarray(priors, np.float64).reshape(-1, 2)
+    ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    cell = np.repeat(np.stack([xs, ys], -1).reshape(-1, 1, 2), len(priors), axis=1)
+    cells.append(cell.reshape(-1, 2))
+    strides.append(np.broadcast_to([width / cols, height / rows], (rows * cols * len(priors), 2)))
+    prior_wh.append(np.tile(priors, (rows * cols, 1)))
+    level_sizes.append(rows * cols * len(priors))
+    levels.append(np.full(len(priors), level))
+  all_priors = np.concatenate([np.asarray(p, np.float64).reshape(-1, 2) for p in priors_per_level])
+  return YoloGrid(cell_xy=np.concatenate(cells).astype(np.float32),
+                  stride=np.concatenate(strides).astype(np.float32),
+                  prior_wh=np.concatenate(prior_wh).astype(np.float32),
+                  priors=all_priors.astype(np.float32),
+                  prior_level=np.concatenate(levels).astype(np.int32),
+                  level_sizes=tuple(level_sizes), feature_sizes=tuple(map(tuple, feature_sizes)))

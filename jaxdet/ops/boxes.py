@@ -10,6 +10,7 @@ discards never produces a NaN gradient.
 """
 import math
 
+import jax
 import jax.numpy as jnp
 
 # Detectron's clamp on the predicted log-scale, log(1000 / 16): keeps exp() finite for wild
@@ -89,3 +90,26 @@ def decode_deltas(anchors, deltas, weights=(1.0, 1.0, 1.0, 1.0), scale_clip=BBOX
   w = jnp.exp(jnp.minimum(dw / ww, scale_clip)) * anchor[..., 2]
   h = jnp.exp(jnp.minimum(dh / wh, scale_clip)) * anchor[..., 3]
   return cxcywh_to_xyxy(jnp.stack([cx, cy, w, h], axis=-1))
+
+
+def yolo_decode(t, cell_xy, stride, prior_wh, scale_clip=BBOX_XFORM_CLIP):
+  """YOLOv2's direct location prediction (Redmon & Farhadi 2017, Sec. 2, Eq. in "Direct
+  location prediction"; YOLOv3 Sec. 2.1): ``b_x = sigma(t_x) + c_x``, ``b_y = sigma(t_y) + c_y``
+  in cells, ``b_w = p_w e^{t_w}``, ``b_h = p_h e^{t_h}``, returned as (x1, y1, x2, y2) input
+  pixels. ``t [..., N, 4]``; ``cell_xy``, ``stride``, ``prior_wh`` ``[N, 2]`` (a
+  ``jaxdet.ops.anchors.YoloGrid``); the log-scales are clamped at ``scale_clip``."""
+  t = t.astype(jnp.float32)
+  centre = (jax.nn.sigmoid(t[..., :2]) + cell_xy) * stride
+  size = prior_wh * jnp.exp(jnp.minimum(t[..., 2:], scale_clip))
+  return jnp.concatenate([centre - size / 2, centre + size / 2], axis=-1)
+
+
+def yolo_encode(boxes, cell_xy, stride, prior_wh):
+  """Targets of :func:`yolo_decode` for ``boxes [..., 4]`` at slots of ``cell_xy``, ``stride``,
+  ``prior_wh`` (broadcast against the boxes): ``(sigma(t_x), sigma(t_y))`` targets, the centre's
+  offset in its cell (in [0, 1) for the cell holding it), and ``(t_w, t_h) = log(w / p_w,
+  h / p_h)``. Degenerate boxes (padding) get a tiny size, so the log stays finite."""
+  box = xyxy_to_cxcywh(boxes)
+  offset = box[..., :2] / stride - cell_xy
+  log_scale = jnp.log(jnp.maximum(box[..., 2:], 1e-6) / prior_wh)
+  return jnp.concatenate([offset, log_scale], axis=-1)

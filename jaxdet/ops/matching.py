@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdet.ops import boxes as box_ops
 
@@ -76,3 +77,47 @@ def gather_matched(values, matched_gt):
   """``values [B, M, ...]`` gathered at ``matched_gt [B, N]`` -> ``[B, N, ...]``."""
   index = matched_gt.reshape(matched_gt.shape + (1,) * (values.ndim - 2))
   return jnp.take_along_axis(values, index, axis=1)
+
+
+def shape_iou(wh_a, wh_b):
+  """IoU ``[..., P]`` of boxes of sizes ``wh_a [..., 2]`` and ``wh_b [P, 2]`` placed on the
+  same centre: the "IoU of shapes" YOLOv2 uses to pick a truth's prior (0 for empty pairs)."""
+  inter = jnp.prod(jnp.minimum(wh_a[..., None, :], wh_b), axis=-1)
+  union = jnp.prod(wh_a, axis=-1)[..., None] + jnp.prod(wh_b, axis=-1) - inter
+  return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+
+def yolo_assign(grid, gt_boxes, gt_mask):
+  """The one prediction slot responsible for each truth (YOLOv2 Sec. 2 "Dimension Clusters" /
+  "Direct location prediction"; YOLOv3 Sec. 2.1: "one bounding box prior for each ground truth
+  object"): the prior (of every map) whose shape has the highest IoU with the truth's, then the
+  cell of that prior's map holding the truth's centre.
+
+  Two truths landing on the same slot: the later truth slot wins, as darknet's region and yolo
+  layers, which write the truths in order, keep the last.
+
+  Args:
+    grid: a ``jaxdet.ops.anchors.YoloGrid``.
+    gt_boxes: ``[B, M, 4]`` padded ground truth, input pixels.
+    gt_mask: ``[B, M]`` True for real boxes (empty boxes are ignored too).
+  Returns:
+    ``[B, N]`` int32: the truth slot each prediction slot is responsible for, -1 for none.
+  """
+  gt_boxes = gt_boxes.astype(jnp.float32)
+  wh = gt_boxes[..., 2:] - gt_boxes[..., :2]
+  prior = jnp.argmax(shape_iou(wh, jnp.asarray(grid.priors)), axis=-1)   # [B, M]
+  tables = grid.level_tables()
+  level = jnp.asarray(grid.prior_level)[prior]
+  first_slot, cols, rows, per_cell, first_prior = jnp.moveaxis(
+      jnp.asarray(tables[:, :5].astype(np.int32))[level], -1, 0)
+  stride = jnp.asarray(tables[:, 5:].astype(np.float32))[level]           # [B, M, 2]
+  cell = jnp.floor((gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2 / stride).astype(jnp.int32)
+  cell_x = jnp.clip(cell[..., 0], 0, cols - 1)
+  cell_y = jnp.clip(cell[..., 1], 0, rows - 1)
+  slot = first_slot + (cell_y * cols + cell_x) * per_cell + prior - first_prior
+  real = gt_mask & jnp.all(wh > 0, axis=-1)
+  batch_size, num_truths = gt_mask.shape
+  truth_index = jnp.where(real, jnp.arange(num_truths, dtype=jnp.int32), -1)
+  owner = jnp.full((batch_size, grid.num_anchors), -1, jnp.int32)
+  # A scatter-max is order independent, so the result is deterministic on every backend.
+  return owner.at[jnp.arange(batch_size)[:, None], slot].max(truth_index)

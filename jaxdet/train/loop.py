@@ -97,6 +97,15 @@ def check_finite(pending, first_step, last_checkpoint):
         "config.train.optimizer.grad_clip_norm.")
 
 
+def note_input_size(size, sizes_seen, step):
+  """Logs the first step at each input size (multi-scale training): jit compiles the train
+  step once per size, so that step is slow."""
+  if tuple(size) not in sizes_seen:
+    sizes_seen.add(tuple(size))
+    log.info("step %d: first batch at %dx%d, compiling the train step for it (%d sizes so far)",
+             step + 1, size[0], size[1], len(sizes_seen))
+
+
 def agreed_stop(requested, at_log_step):
   """Whether to stop now. On several hosts all must leave the collective train step together,
   so they agree (any host signalled) at log steps only: a cross-host exchange every step would
@@ -176,12 +185,14 @@ def train(config, workdir, devices=None):
   total = config.train.total_steps
   step = int(state.step)
   pending, interval_start, interval_step = [], time.time(), step
-  stopped = False
+  stopped, sizes_seen = False, set()
   with StopRequest() as stop, distributed.Watchdog(config.train.hang_timeout_s) as watchdog:
     try:
       while step < total and not stopped:
         watchdog.arm(f"at step {step + 1} (input, dispatch or checkpoint)")
-        state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+        batch = next(batches)
+        note_input_size(batch["image"].shape[1:3], sizes_seen, step)
+        state, metrics = train_step(state, sharding.global_batch(batch, mesh))
         pending.append(metrics)
         step += 1
         examples_seen += batch_size

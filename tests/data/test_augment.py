@@ -374,8 +374,8 @@ def test_build_from_the_config():
   data.augment, data.expand_max_ratio = "ssd", 16.0
   fn = augment.build(data)
   assert fn.func is augment.ssd_augment and fn.keywords == {"expand_max_ratio": 16.0}
-  data.augment = "yolo"
-  with pytest.raises(ValueError, match=r"data.augment='yolo'.*\('', 'ssd'\)"):
+  data.augment = "yolo_v9"
+  with pytest.raises(ValueError, match=r"data.augment='yolo_v9'.*\('', 'ssd', 'yolo'\)"):
     augment.build(data)
   data.augment, data.expand_max_ratio = "ssd", 0.5
   with pytest.raises(ValueError, match="expand_max_ratio"):

@@ -305,3 +305,21 @@ def test_eval_two_hosts_read_the_two_halves_of_each_batch(source):
   assert_trees_equal(concat_batches(*hosts), single)
   with pytest.raises(ValueError, match="not divisible"):
     eval_batches(source, 3, process_count=2)
+
+
+def test_multi_scale_sizes_change_per_period_and_resume_and_shard_alike(source):
+  config = data_config(multi_scale_sizes=(16, 24, 32, 40), multi_scale_every=2,
+                       keep_aspect_ratio=False)
+  batches = train_batches(source, 12, seed=2, config=config)
+  sizes = [b["image"].shape[1:3] for b in batches]
+  assert all(h == w and h in (16, 24, 32, 40) for h, w in sizes)
+  assert all(sizes[2 * p] == sizes[2 * p + 1] for p in range(6))   # a size per 2 batches
+  assert len(set(sizes)) > 1
+  for b in batches:                               # boxes scaled with the warped image
+    assert b["boxes"][b["mask"]].max(initial=0) <= b["image"].shape[1]
+  # Resumed mid-period, and on two hosts: the same sizes for the same global batches.
+  resumed = train_batches(source, 3, start_example=3 * 4, seed=2, config=config)
+  assert_trees_equal(resumed, batches[3:6])
+  hosts = [train_batches(source, 4, seed=2, config=config, process_index=p, process_count=2)
+           for p in range(2)]
+  assert_trees_equal(concat_batches(*hosts), batches[:4])

@@ -1,0 +1,104 @@
+"""Target assignment, the box-coordinate loss and decoding shared by YOLOv2, YOLO9000 and
+YOLOv3 (and the per-image loss normalisation of every YOLO family).
+
+A YOLOv2/v3 head predicts, at every slot of a ``jaxdet.ops.anchors.YoloGrid`` (cell x prior),
+``t = (t_x, t_y, t_w, t_h)``, an objectness logit ``t_o`` and class logits. Each truth is
+assigned to exactly one slot (``jaxdet.ops.matching.yolo_assign``); the coordinate loss is the
+sum of squared errors of YOLOv2's parametrisation (the sigmoid offsets in the cell and the log
+scales), weighted by ``2 - w h / (W H)`` so that small boxes count more (darknet's region and
+yolo layers; YOLOv3 Sec. 2.1: "During training we use sum of squared error loss").
+"""
+import json
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdet.detectors import base
+from jaxdet.ops import boxes as box_ops
+from jaxdet.ops import matching
+
+
+class SlotTargets(NamedTuple):
+  """Targets of every prediction slot ``[B, N, ...]``; only ``positive`` slots carry a truth."""
+  positive: jax.Array        # [B, N] bool: the slot is responsible for a truth
+  labels: jax.Array          # [B, N] int32 dataset class of that truth (0 elsewhere)
+  box_targets: jax.Array     # [B, N, 4] (sigma(t_x), sigma(t_y), t_w, t_h) targets (0 elsewhere)
+  coord_weight: jax.Array    # [B, N] 2 - w h / (W H) of the truth (0 elsewhere)
+  assigned_iou: jax.Array    # [B, N] IoU of the predicted box with its truth (0 elsewhere)
+  best_iou: jax.Array        # [B, N] highest IoU of the predicted box with any truth
+
+
+def slot_targets(grid, box_logits, batch):
+  """Assigns the truths of ``batch`` (``boxes [B, M, 4]``, ``labels``, ``mask``) to the slots of
+  ``grid`` and measures the predicted boxes (``box_logits [B, N, 4]``, not differentiated)
+  against them."""
+  cell_xy, stride, prior_wh = (jnp.asarray(a) for a in (grid.cell_xy, grid.stride, grid.prior_wh))
+  gt_boxes = batch["boxes"].astype(jnp.float32)
+  owner = matching.yolo_assign(grid, gt_boxes, batch["mask"])
+  positive = owner >= 0
+  slot_truth = matching.gather_matched(gt_boxes, jnp.maximum(owner, 0))      # [B, N, 4]
+  labels = matching.gather_matched(batch["labels"], jnp.maximum(owner, 0))
+  box_targets = box_ops.yolo_encode(slot_truth, cell_xy, stride, prior_wh)
+  height, width = batch["image"].shape[1:3]
+  relative_area = box_ops.box_area(slot_truth) / (height * width)
+  predicted = box_ops.yolo_decode(jax.lax.stop_gradient(box_logits), cell_xy, stride, prior_wh)
+  iou = box_ops.pairwise_iou(predicted, gt_boxes)                            # [B, N, M]
+  iou = jnp.where(batch["mask"][:, None, :], iou, 0.0)
+  assigned_iou = jnp.take_along_axis(iou, jnp.maximum(owner, 0)[..., None], axis=-1)[..., 0]
+  return SlotTargets(
+      positive=positive,
+      labels=jnp.where(positive, labels, 0).astype(jnp.int32),
+      box_targets=jnp.where(positive[..., None], box_targets, 0.0),
+      coord_weight=jnp.where(positive, 2.0 - relative_area, 0.0),
+      assigned_iou=jnp.where(positive, assigned_iou, 0.0),
+      best_iou=jnp.max(iou, axis=-1, initial=0.0))
+
+
+def coordinate_loss(box_logits, targets):
+  """``[B, N]``: ``(2 - w h / (W H)) [(sigma(t_x) - x*)^2 + (sigma(t_y) - y*)^2 + (t_w - w*)^2
+  + (t_h - h*)^2]`` at the positive slots, 0 elsewhere."""
+  box_logits = box_logits.astype(jnp.float32)
+  predicted = jnp.concatenate([jax.nn.sigmoid(box_logits[..., :2]), box_logits[..., 2:]], -1)
+  squared = jnp.sum(jnp.square(predicted - targets.box_targets), axis=-1)
+  return jnp.where(targets.positive, targets.coord_weight * squared, 0.0)
+
+
+def decode_detections(grid, box_logits, scores, image_size, decode_config):
+  """Detections from per-slot class ``scores [B, N, K]`` (already the products with objectness):
+  the ``decode_config.pre_nms_topk`` best (slot, class) pairs, their boxes by
+  :func:`jaxdet.ops.boxes.yolo_decode`, then ``base.nms_detections``."""
+  batch_size, num_slots, num_classes = scores.shape
+  top_scores, top_index = jax.lax.top_k(scores.reshape(batch_size, -1),
+                                        min(decode_config.pre_nms_topk, num_slots * num_classes))
+  slot = top_index // num_classes
+  t = jnp.take_along_axis(box_logits, slot[..., None], axis=1)
+  boxes = box_ops.yolo_decode(t, *(jnp.asarray(a)[slot] for a in (grid.cell_xy, grid.stride,
+                                                                    grid.prior_wh)))
+  classes = (top_index % num_classes).astype(jnp.int32)
+  return base.nms_detections(boxes, top_scores, classes, image_size, decode_config)
+
+
+def per_image_sum(terms, positive):
+  """``(loss, metrics)`` of the YOLO families from their loss ``terms`` (per slot ``[B, ...]``,
+  or already summed) and ``positive [B, ...]``: each term's sum over slots and images divided
+  by the number of images of the global batch (darknet scales its update by the batch size),
+  plus ``num_positive``; the loss is the sum of the terms."""
+  num_images = positive.shape[0]
+  metrics = {name: jnp.sum(value) / num_images for name, value in terms.items()}
+  metrics["num_positive"] = jnp.sum(positive).astype(jnp.float32)
+  return sum(metrics[name] for name in terms), metrics
+
+
+def read_priors(config, key):
+  """The priors of ``config.priors``, or of the JSON ``config.priors_file`` written by
+  ``scripts/kmeans_anchors.py`` (its ``key`` list: "priors_cells" or "priors_pixels")."""
+  if not config.priors_file:
+    return np.asarray(config.priors, np.float32)
+  with open(config.priors_file, encoding="utf-8") as f:
+    written = json.load(f)
+  if key not in written:
+    raise ValueError(f"{config.priors_file} has no {key!r}; write it with "
+                     "scripts/kmeans_anchors.py")
+  return np.asarray(written[key], np.float32)

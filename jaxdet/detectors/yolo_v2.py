@@ -1,0 +1,137 @@
+"""YOLOv2: "YOLO9000: Better, Faster, Stronger" (Redmon & Farhadi, CVPR 2017), Sec. 2 "Better"
+and Sec. 3 "Faster".
+
+One file for the family: the detection head on Darknet-19 (Sec. 3 "Training for detection":
+the classifier replaced by three 3x3 convolutions of 1024 filters and a final 1x1 convolution
+to ``A (5 + K)`` outputs, with the passthrough layer of Sec. 2 "Fine-Grained Features" bringing
+the 26x26 features in by space-to-depth), anchor priors from k-means (Sec. 2 "Dimension
+Clusters", ``scripts/kmeans_anchors.py``), direct location prediction
+``b = sigma(t) + c, p e^t`` (Sec. 2), objectness ``sigma(t_o)`` trained toward the IoU with the
+truth, and classes by a softmax per anchor. Multi-scale training (Sec. 2) is the data pipeline's
+``data.multi_scale_sizes``: the head is fully convolutional, so any multiple of 32 works.
+
+The paper does not write the loss out. It is the one of darknet's ``region`` layer, which
+trained the paper's models (``cfg/yolo-voc.cfg``), summed over the slots of an image and
+averaged over the images of the global batch:
+
+  L = sum_pos [ l_coord (2 - w h / (W H)) ((sigma(t_x) - x*)^2 + (sigma(t_y) - y*)^2
+                                           + (t_w - t_w*)^2 + (t_h - t_h*)^2)
+              + l_obj (sigma(t_o) - IoU(b, truth))^2 + l_class CE(softmax(classes), k) ]
+    + l_noobj sum_{unassigned, max IoU(b, truths) <= thresh} sigma(t_o)^2,
+
+with ``l_coord = 1, l_obj = 5, l_noobj = 1, l_class = 1, thresh = 0.6`` (the cfg's scales,
+``rescore=1``). Darknet's class term propagates ``onehot - softmax`` into the logits, the
+gradient of the cross-entropy written here. Each truth has one slot: the prior of the best
+shape IoU in the cell holding its centre (``jaxdet.ops.matching.yolo_assign``). Darknet's extra
+term pulling every box toward its prior during the first 12,800 images is not used.
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdet.detectors import base
+from jaxdet.detectors import yolo_slots
+from jaxdet.models import darknet
+from jaxdet.models import layers
+from jaxdet.ops import anchors as anchor_lib
+from jaxdet.ops import losses
+
+STRIDE = 32                           # Darknet-19's output stride: 416 -> 13x13 (Sec. 2)
+
+
+def space_to_depth(x, block=2):
+  """The passthrough layer's reorganisation (Sec. 2 "Fine-Grained Features"): each ``block x
+  block`` patch of ``[B, H, W, C]`` stacked into channels, ``[B, H / b, W / b, b^2 C]``
+  (26x26x512 -> 13x13x2048). Channels go (row in patch, column in patch, channel)."""
+  n, height, width, channels = x.shape
+  x = x.reshape(n, height // block, block, width // block, block, channels)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, height // block, width // block,
+                                               block * block * channels)
+
+
+class YOLOv2Model(nn.Module):
+  """Darknet-19 and the detection head; outputs per slot (row, column, prior), float32."""
+  num_classes: int
+  num_priors: int
+  stages: tuple = darknet.DARKNET19_STAGES
+  head_width: int = 1024               # the three added 3x3 convolutions (Sec. 3)
+  passthrough_width: int = 64          # 1x1 reduction before space-to-depth (darknet's cfg)
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    features = darknet.Darknet19(stages=self.stages, dtype=self.dtype, name="backbone")(
+        images.astype(self.dtype), train)
+    x = features["stride32"]
+    for index in (1, 2):
+      x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name=f"head{index}")(x, train)
+    fine = darknet.ConvBNLeaky(self.passthrough_width, 1, dtype=self.dtype,
+                               name="passthrough")(features["stride16"], train)
+    x = jnp.concatenate([space_to_depth(fine), x], axis=-1)
+    x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name="head3")(x, train)
+    x = layers.conv(self.num_priors * (5 + self.num_classes), 1, use_bias=True, dtype=self.dtype,
+                    kernel_init=nn.initializers.normal(0.01), name="predict")(x)
+    x = x.astype(jnp.float32).reshape(x.shape[0], -1, 5 + self.num_classes)
+    return {"box_logits": x[..., :4], "objectness_logits": x[..., 4], "class_logits": x[..., 5:]}
+
+
+class YOLOv2(base.Detector):
+  """The YOLOv2 family behind the :class:`base.Detector` interface."""
+
+  def __init__(self, config):
+    self.config = config
+    # Priors in cells of the stride-32 map, darknet's unit: they scale with the input size.
+    self.priors_cells = yolo_slots.read_priors(config, "priors_cells")
+    model = YOLOv2Model(num_classes=config.num_classes, num_priors=len(self.priors_cells),
+                        stages=tuple(tuple(map(tuple, s)) for s in config.backbone.stages),
+                        head_width=config.head_width,
+                        passthrough_width=config.passthrough_width,
+                        dtype=jnp.dtype(config.dtype))
+    super().__init__(model, config.num_classes)
+
+  @functools.lru_cache(maxsize=16)
+  def grid(self, image_size):
+    height, width = image_size
+    if height % STRIDE or width % STRIDE:
+      raise ValueError(f"YOLOv2 input {image_size} must be multiples of {STRIDE}")
+    return anchor_lib.yolo_grid(image_size, [(height // STRIDE, width // STRIDE)],
+                                [self.priors_cells * STRIDE])
+
+  def class_loss(self, outputs, targets):
+    """``[B, N]`` softmax cross-entropy of the assigned class at positive slots."""
+    cross_entropy = losses.softmax_cross_entropy(outputs["class_logits"], targets.labels)
+    return jnp.where(targets.positive, cross_entropy, 0.0)
+
+  def loss(self, outputs, batch):
+    """The region-layer loss of the module docstring, averaged over the global batch."""
+    cfg = self.config.loss
+    grid = self.grid(tuple(batch["image"].shape[1:3]))
+    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch)
+    objectness = jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))
+    unassigned = ~targets.positive & (targets.best_iou <= cfg.ignore_threshold)
+    terms = {
+        "coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(outputs["box_logits"],
+                                                                    targets),
+        "object_loss": cfg.object_weight * jnp.where(
+            targets.positive, jnp.square(objectness - targets.assigned_iou), 0.0),
+        "noobject_loss": cfg.noobject_weight * jnp.where(unassigned, jnp.square(objectness), 0.0),
+        "class_loss": cfg.class_weight * self.class_loss(outputs, targets)}
+    return yolo_slots.per_image_sum(terms, targets.positive)
+
+  def class_scores(self, outputs):
+    """``[B, N, K]`` Pr(class | object) Pr(object) (Sec. 2, as YOLOv1's Eq. 1)."""
+    return (jax.nn.sigmoid(outputs["objectness_logits"])[..., None]
+            * jax.nn.softmax(outputs["class_logits"], axis=-1))
+
+  def decode(self, outputs, image_size):
+    """The top (slot, class) pairs by class score, boxes by direct location prediction, then
+    class-aware NMS (darknet's ``detector valid``: threshold 0.005, NMS at IoU 0.45)."""
+    return yolo_slots.decode_detections(self.grid(tuple(image_size)), outputs["box_logits"],
+                                        self.class_scores(outputs), image_size,
+                                        self.config.decode)
+
+
+def build(config):
+  return YOLOv2(config)

@@ -1,0 +1,179 @@
+"""YOLOv3: "YOLOv3: An Incremental Improvement" (Redmon & Farhadi, 2018).
+
+One file for the family: Darknet-53 features (``jaxdet.models.darknet.Darknet53``, Sec. 2.4),
+predictions at three scales with an upsample-and-concatenate neck (Sec. 2.3, darknet's
+cfg/yolov3.cfg), the loss of Sec. 2.1-2.2 and the decoding of darknet's evaluation.
+
+Every slot of the three maps predicts ``t_x, t_y, t_w, t_h``, an objectness logit and ``K``
+class logits (Sec. 2.3: "N x N x [3 * (4 + 1 + 80)]"), boxes by YOLOv2's direct location
+prediction (Sec. 2.1, ``jaxdet.ops.boxes.yolo_decode``). The 9 k-means priors are fixed in
+input pixels (darknet's yolo layer divides them by the network size, so they do not scale with
+the input), 3 per scale: the smallest at stride 8. Outputs and slots are ordered level-major
+from stride 8 to stride 32, then row, column, prior (``jaxdet.ops.anchors.YoloGrid``).
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdet.detectors import base
+from jaxdet.detectors import yolo_slots
+from jaxdet.models import darknet
+from jaxdet.models import layers
+from jaxdet.ops import anchors as anchor_lib
+from jaxdet.ops import losses
+
+STRIDES = (8, 16, 32)   # Sec. 2.3: three scales, the last map and two 2x upsampled ones
+
+
+class DetectionBlock(nn.Module):
+  """yolov3.cfg's five alternating convolutions (1x1 ``width``, 3x3 ``2 width``, x2, then 1x1
+  ``width``) -- the "few more convolutional layers" of Sec. 2.3 -- returning both the route
+  (the last 1x1 output, sent up to the next finer scale) and the prediction: 3x3 ``2 width``
+  then a linear 1x1 convolution with bias to ``outputs`` channels."""
+  width: int
+  outputs: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train):
+    for index, (channels, kernel) in enumerate([(self.width, 1), (2 * self.width, 3)] * 2
+                                               + [(self.width, 1)], start=1):
+      x = darknet.ConvBNLeaky(channels, kernel, dtype=self.dtype, name=f"conv{index}")(x, train)
+    y = darknet.ConvBNLeaky(2 * self.width, 3, dtype=self.dtype, name="conv6")(x, train)
+    y = layers.conv(self.outputs, 1, use_bias=True, dtype=self.dtype, name="predict")(y)
+    return x, y.astype(jnp.float32)
+
+
+class YOLOv3Model(nn.Module):
+  """Darknet-53 and the three-scale head of Sec. 2.3 / yolov3.cfg: the stride-32 map feeds a
+  :class:`DetectionBlock`; its route goes through a 1x1 conv (the next scale's width), a
+  nearest 2x upsampling and is concatenated with the backbone's stride-16 map, which feeds the
+  next block; once more for stride 8."""
+  backbone: nn.Module
+  num_classes: int
+  priors_per_cell: int = 3
+  neck_widths: tuple = (128, 256, 512)     # the 1x1 widths at strides 8, 16, 32
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    feature_sizes(images.shape[1:3])                    # the maps must align for the concats
+    features = self.backbone(images, train=train)
+    per_slot = 5 + self.num_classes
+    route, predictions = None, []
+    for level in reversed(range(len(STRIDES))):          # coarse to fine, as the cfg
+      x = features[f"stride{STRIDES[level]}"]
+      if route is not None:
+        route = darknet.ConvBNLeaky(self.neck_widths[level], 1, dtype=self.dtype,
+                                    name=f"lateral{STRIDES[level]}")(route, train)
+        x = jnp.concatenate([layers.upsample_nearest_2x(route), x], axis=-1)
+      route, y = DetectionBlock(self.neck_widths[level], self.priors_per_cell * per_slot,
+                                dtype=self.dtype, name=f"head{STRIDES[level]}")(x, train)
+      predictions.insert(0, y.reshape(y.shape[0], -1, per_slot))   # [B, H*W*A, 5 + K]
+    y = jnp.concatenate(predictions, axis=1)
+    return {"box_logits": y[..., :4], "objectness_logits": y[..., 4], "class_logits": y[..., 5:]}
+
+
+def feature_sizes(image_size):
+  """``(rows, cols)`` of the stride-8, 16 and 32 maps; the input must be a multiple of 32."""
+  height, width = image_size
+  if height % STRIDES[-1] or width % STRIDES[-1]:
+    raise ValueError(f"YOLOv3 needs an image size that is a multiple of 32, got {image_size}")
+  return tuple((height // s, width // s) for s in STRIDES)
+
+
+def binary_cross_entropy(logits, targets):
+  """``-t log sigma(x) - (1 - t) log(1 - sigma(x))`` element-wise, in float32 log space."""
+  logits = logits.astype(jnp.float32)
+  return -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
+
+
+def objectness_terms(logits, positive, negative, config):
+  """``(object, no-object)`` sums of the objectness loss: target 1 at the ``positive`` slots, 0
+  at the ``negative`` ones (logistic regression, Sec. 2.1), or the focal loss of Sec. 5 with
+  ``config.objectness_loss = "focal"``."""
+  targets = positive.astype(jnp.float32)
+  if config.objectness_loss == "bce":
+    per_slot = binary_cross_entropy(logits, targets)
+  elif config.objectness_loss == "focal":
+    per_slot = losses.sigmoid_focal_loss(logits, targets, config.focal_alpha, config.focal_gamma)
+  else:
+    raise ValueError(f"loss.objectness_loss={config.objectness_loss!r}: 'bce' or 'focal'")
+  return (jnp.sum(jnp.where(positive, per_slot, 0.0)),
+          jnp.sum(jnp.where(negative, per_slot, 0.0)))
+
+
+def class_term(logits, targets, num_classes):
+  """Independent logistic classifiers (Sec. 2.2: "we simply use independent logistic
+  classifiers", binary cross-entropy, no softmax) against the one-hot label, positives only."""
+  one_hot = jax.nn.one_hot(targets.labels, num_classes)
+  bce = binary_cross_entropy(logits, one_hot)
+  return jnp.sum(jnp.where(targets.positive[..., None], bce, 0.0))
+
+
+class YOLOv3(base.Detector):
+  """The YOLOv3 family behind the :class:`base.Detector` interface."""
+
+  def __init__(self, config):
+    self.config = config
+    dtype = jnp.dtype(config.dtype)
+    b = config.backbone
+    backbone = darknet.Darknet53(stem_width=b.stem_width, stage_widths=tuple(b.stage_widths),
+                                 blocks=tuple(b.blocks), dtype=dtype)
+    masks = tuple(tuple(m) for m in config.priors_per_level)
+    if len(masks) != len(STRIDES) or len({len(m) for m in masks}) != 1:
+      raise ValueError(f"priors_per_level needs 3 equal-sized masks, got {masks}")
+    priors = yolo_slots.read_priors(config, "priors_pixels")
+    self.priors_per_level = tuple(tuple(tuple(priors[i]) for i in m) for m in masks)
+    model = YOLOv3Model(backbone=backbone, num_classes=config.num_classes,
+                        priors_per_cell=len(masks[0]), neck_widths=tuple(config.neck_widths),
+                        dtype=dtype)
+    super().__init__(model, config.num_classes)
+
+  @functools.lru_cache(maxsize=16)
+  def grid(self, image_size):
+    """The :class:`jaxdet.ops.anchors.YoloGrid` of inputs of ``image_size`` (cached)."""
+    return anchor_lib.yolo_grid(tuple(image_size), feature_sizes(tuple(image_size)),
+                                self.priors_per_level)
+
+  def loss(self, outputs, batch):
+    """Sec. 2.1-2.2 with darknet's yolo layer:
+
+    * coordinates: the sum of squared errors of ``yolo_slots.coordinate_loss`` at the slot
+      assigned to each truth (one prior per truth, the best by shape IoU of all nine);
+    * objectness: logistic regression, target 1 at the assigned slots, 0 at the others except
+      those whose predicted box overlaps a truth by more than ``ignore_threshold`` (0.5 in the
+      paper; yolov3.cfg uses 0.7), which are ignored; or the focal loss (Sec. 5);
+    * classes: binary cross-entropy of independent logistic classifiers at the assigned slots.
+
+    Each term is summed over the slots and divided by the number of images in the *global*
+    batch (darknet's convention), so a batch without objects still trains the no-object term.
+    """
+    cfg = self.config.loss
+    grid = self.grid(batch["image"].shape[1:3])
+    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch)
+    ignored = ~targets.positive & (targets.best_iou > cfg.ignore_threshold)
+    object_loss, noobject_loss = objectness_terms(
+        outputs["objectness_logits"], targets.positive, ~targets.positive & ~ignored, cfg)
+    terms = {"coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(outputs["box_logits"],
+                                                                         targets),
+             "object_loss": cfg.object_weight * object_loss,
+             "noobject_loss": cfg.noobject_weight * noobject_loss,
+             "class_loss": cfg.class_weight * class_term(outputs["class_logits"], targets,
+                                                         self.num_classes)}
+    return yolo_slots.per_image_sum(terms, targets.positive)
+
+  def decode(self, outputs, image_size):
+    """Class score ``sigma(t_o) sigma(t_c)`` per class, then ``yolo_slots.decode_detections``:
+    the top ``pre_nms_topk`` pairs above ``score_threshold`` and class-aware NMS at
+    ``nms_iou_threshold`` (darknet's COCO evaluation: thresh .005, nms .45)."""
+    scores = (jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))[..., None]
+              * jax.nn.sigmoid(outputs["class_logits"].astype(jnp.float32)))
+    return yolo_slots.decode_detections(self.grid(tuple(image_size)), outputs["box_logits"],
+                                        scores, tuple(image_size), self.config.decode)
+
+
+def build(config):
+  return YOLOv3(config)
