@@ -114,12 +114,7 @@ def get_config(variant="tiny_digits"):
   if variant in ("yolov3_320_coco", "yolov3_416_coco", "yolov3_608_coco"):
     c = paper_recipe(int(variant.split("_")[1]))
   elif variant == "tiny_digits":
-    c = config_lib.cpu_digits_recipe(tiny())
-    c.train.optimizer.weight_decay = 5e-4             # the paper's
-    # The loss is a sum over slots per image, so gradient norms run ~30 once trained (~2000 at
-    # the start): clipping at the recipe's 1 freezes the class logits at chance (AP 0.030 in
-    # 3,000 steps); at 10 only the first steps are clipped (AP 0.109).
-    c.train.optimizer.grad_clip_norm = 10.0
+    c = config_lib.yolo_cpu_digits_recipe(tiny())
   elif variant == "tiny_test":
     c = config_lib.smoke_test_recipe(tiny())
     c.model.backbone.update(stem_width=4, stage_widths=(8, 8, 16, 16, 16))
