@@ -30,17 +30,20 @@ LEAKY_SLOPE = 0.1  # darknet's "leaky" activation
 
 class ConvBNLeaky(nn.Module):
   """Convolution without bias, batch norm, leaky ReLU: darknet's ``batch_normalize=1,
-  activation=leaky`` layer."""
+  activation=leaky`` layer; with ``batch_norm=False`` its ``batch_normalize=0`` layer, a
+  convolution with bias then leaky ReLU (YOLOv1's, which predates batch norm)."""
   features: int
   kernel_size: int
   strides: int = 1
+  batch_norm: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train):
-    x = layers.conv(self.features, self.kernel_size, self.strides, dtype=self.dtype,
-                    name="conv")(x)
-    x = layers.batch_norm(train, self.dtype, name="bn")(x)
+    x = layers.conv(self.features, self.kernel_size, self.strides, use_bias=not self.batch_norm,
+                    dtype=self.dtype, name="conv")(x)
+    if self.batch_norm:
+      x = layers.batch_norm(train, self.dtype, name="bn")(x)
     return nn.leaky_relu(x, LEAKY_SLOPE)
 
 

@@ -43,21 +43,6 @@ FAST_YOLO_FC = ((256, "linear"), (4096, "leaky"))
 ACTIVATIONS = {"leaky": lambda x: nn.leaky_relu(x, darknet.LEAKY_SLOPE), "linear": lambda x: x}
 
 
-class ConvLeaky(nn.Module):
-  """Convolution with bias and leaky ReLU: the paper's layer (darknet ``activation=leaky``)."""
-  features: int
-  kernel_size: int
-  strides: int = 1
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train):
-    del train
-    x = layers.conv(self.features, self.kernel_size, self.strides, use_bias=True,
-                    dtype=self.dtype, name="conv")(x)
-    return nn.leaky_relu(x, darknet.LEAKY_SLOPE)
-
-
 class YOLOv1Net(nn.Module):
   """Images ``[B, H, W, 3]`` -> the prediction tensor ``[B, S, S, outputs_per_cell]`` float32.
 
@@ -73,13 +58,12 @@ class YOLOv1Net(nn.Module):
 
   @nn.compact
   def __call__(self, x, train=False):
-    conv_layer = darknet.ConvBNLeaky if self.batch_norm else ConvLeaky
     for stage, convs in enumerate(self.stages, start=1):
       if stage > 1:
         x = layers.max_pool(x, 2, 2, padding=((0, 0), (0, 0)))
       for index, (channels, kernel, stride) in enumerate(convs, start=1):
-        x = conv_layer(channels, kernel, stride, dtype=self.dtype,
-                       name=f"conv{stage}_{index}")(x, train)
+        x = darknet.ConvBNLeaky(channels, kernel, stride, batch_norm=self.batch_norm,
+                                dtype=self.dtype, name=f"conv{stage}_{index}")(x, train)
     x = x.reshape(x.shape[0], -1)
     for index, (width, activation) in enumerate(self.fc_layers, start=1):
       x = ACTIVATIONS[activation](nn.Dense(width, dtype=self.dtype, name=f"fc{index}")(x))
