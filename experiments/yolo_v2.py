@@ -113,6 +113,16 @@ def tiny(num_classes=10):
   return c
 
 
+def smallest(c):
+  """``c`` (a ``tiny`` config) shrunk to the smallest network and the smoke-test schedule."""
+  c = config_lib.smoke_test_recipe(c)
+  c.model.backbone.stages = ((8, 3),), ((8, 3),), ((8, 3),), ((16, 3),), ((16, 3),), ((16, 3),)
+  c.model.head_width = 16
+  c.model.passthrough_width = 4
+  c.data.multi_scale_sizes = ()
+  return c
+
+
 def get_config(variant="tiny_digits"):
   if variant in ("yolov2_voc_416", "yolov2_voc_544", "yolov2_coco_608"):
     _, dataset, size = variant.split("_")
@@ -120,11 +130,7 @@ def get_config(variant="tiny_digits"):
   elif variant == "tiny_digits":
     c = config_lib.yolo_cpu_digits_recipe(tiny())
   elif variant == "tiny_test":
-    c = config_lib.smoke_test_recipe(tiny())
-    c.model.backbone.stages = ((8, 3),), ((8, 3),), ((8, 3),), ((16, 3),), ((16, 3),), ((16, 3),)
-    c.model.head_width = 16
-    c.model.passthrough_width = 4
-    c.data.multi_scale_sizes = ()
+    c = smallest(tiny())
   else:
     raise ValueError(f"unknown YOLOv2 variant {variant!r}; see experiments/yolo_v2.py")
   c.lock()

@@ -26,6 +26,9 @@ def base_config():
   c.data.saturation = 1.5                      # YOLO: HSV saturation factor in [1/1.5, 1.5]
   c.data.exposure = 1.5                        # YOLO: HSV value factor in [1/1.5, 1.5]
   c.data.hue = 0.0                             # YOLO: hue shift, fraction of the circle
+  c.data.classification = ""                   # joint training (YOLO9000): classification
+  #                                              source spec, "imagenet2012:train", "folder:DIR"
+  c.data.classification_ratio = (4, 1)         # classification : detection examples
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16                      # global, over all devices and hosts
@@ -46,6 +49,7 @@ def base_config():
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16
   c.eval.metrics = ("coco",)                   # any of "coco", "voc07", "voc12"; () skips
+  c.eval.class_groups = ml_collections.ConfigDict()  # name -> class names: VOC mAP per group
   return c
 
 

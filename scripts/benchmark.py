@@ -37,6 +37,7 @@ from jaxdet import distributed  # noqa: E402
 from jaxdet import runtime  # noqa: E402
 from jaxdet.models import conv  # noqa: E402
 from jaxdet.ops import nms  # noqa: E402
+from jaxdet.ops import wordtree  # noqa: E402
 from jaxdet.train import sharding  # noqa: E402
 from jaxdet.train import state as state_lib  # noqa: E402
 
@@ -48,8 +49,12 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 2, "Global batch size.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed repetitions of each part (median reported).")
 _PARTS = flags.DEFINE_list(
     "parts", ["train", "inference", "loss", "nms"], "What to time, of train, inference, loss, "
-    "nms, allreduce (one gradient-sized all-reduce over the devices) and cost (parameters, "
-    "FLOPs per image, all-reduces per step; nothing timed).")
+    "nms, allreduce (one gradient-sized all-reduce over the devices), cost (parameters, "
+    "FLOPs per image, all-reduces per step; nothing timed) and wordtree (YOLO9000's "
+    "hierarchical softmax and its loss + gradient at [batch, 13, 13, 3, --wordtree_nodes] on a "
+    "tree shaped like darknet's 9k.tree; alone, no model is built).")
+_WORDTREE_NODES = flags.DEFINE_integer("wordtree_nodes", 9418, "Nodes of the wordtree part's "
+                                       "tree (9,418: YOLO9000's WordTree).")
 _NMS_CANDIDATES = flags.DEFINE_integer("nms_candidates", 5000, "Candidates per image for NMS.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 _COMPARE_XLA_CONV = flags.DEFINE_bool(
@@ -139,9 +144,29 @@ def time_gradient_all_reduce(params, mesh, steps):
   return time_calls(lambda: summed(array), steps)
 
 
+def time_wordtree(batch_size, num_nodes, steps, record):
+  """YOLO9000's hierarchical softmax (``Pr(node)`` of every node, Sec. 4) and its loss with the
+  gradient, over 13x13 cells x 3 priors (YOLO9000 at 416) of ``batch_size`` images; a flat
+  softmax over as many classes is the baseline."""
+  tree = wordtree.synthetic_tree(num_nodes)
+  rng = np.random.default_rng(0)
+  logits = jax.device_put(rng.normal(size=(batch_size, 13, 13, 3, num_nodes)).astype(np.float32))
+  labels = jax.device_put(rng.integers(0, num_nodes, size=(batch_size, 13, 13, 3)))
+  softmax = jax.jit(lambda x: wordtree.path_log_probs(wordtree.conditional_log_probs(x, tree),
+                                                      tree))
+  loss_and_grad = jax.jit(jax.value_and_grad(
+      lambda x, y: wordtree.hierarchical_nll(x, y, tree).sum()))
+  flat = jax.jit(lambda x: jax.nn.log_softmax(x, axis=-1))   # the baseline: one flat softmax
+  record("flat_softmax", time_calls(lambda: flat(logits), steps))
+  record("wordtree_softmax", time_calls(lambda: softmax(logits), steps))
+  record("wordtree_loss_and_grad", time_calls(lambda: loss_and_grad(logits, labels), steps))
+
+
 def benchmark():
   config = _CONFIG.value.copy_and_resolve_references()
   size, batch_size = _IMAGE_SIZE.value, _BATCH_SIZE.value
+  if "wordtree" in _PARTS.value:
+    return benchmark_wordtree(batch_size)
   config.data.image_size = (size, size)
   config.train.batch_size = batch_size
   mesh = sharding.make_mesh()
@@ -217,6 +242,29 @@ def benchmark():
     record("allreduce", time_gradient_all_reduce(state.params, mesh, _STEPS.value))
   if "cost" in _PARTS.value:
     results["cost"] = step_costs(detector, tx, schedule, state, batch, mesh)
+  report(results)
+
+
+def benchmark_wordtree(batch_size):
+  if _PARTS.value != ["wordtree"]:
+    raise app.UsageError("--parts=wordtree builds no model: time it alone")
+  results = {"part": "wordtree", "batch_size": batch_size, "nodes": _WORDTREE_NODES.value,
+             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+             "jax": jax.__version__, "host": platform.node(),
+             "date": datetime.date.today().isoformat()}
+
+  def record(name, timing):
+    first, median, best = timing
+    results[name] = {"compile_and_first_s": round(first, 3), "median_ms": round(median * 1e3, 2),
+                     "min_ms": round(best * 1e3, 2)}
+    print(f"{name:>22}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
+          f"(compile + first {first:.1f} s)", flush=True)
+
+  time_wordtree(batch_size, _WORDTREE_NODES.value, _STEPS.value, record)
+  report(results)
+
+
+def report(results):
   results.update(peak_memory())
   if jax.process_index() != 0:
     return

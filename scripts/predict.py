@@ -4,7 +4,8 @@ r"""Draw a trained detector's detections on your images and write them as PNGs.
       --output_dir=predictions --score_threshold=0.4
 
 Images of any size are resized to the model's input (aspect kept) and boxes are drawn in the
-original pixels; labels read "<class> <score>".
+original pixels; labels read "<class> <score>" and are printed too. YOLO9000 names each box by
+the deepest confident node of its WordTree with the path to it ("odd > 7 0.81").
 """
 import glob
 import os
@@ -14,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+import numpy as np  # noqa: E402
 
 from jaxdet import runtime  # noqa: E402
 
@@ -54,7 +56,8 @@ def main(argv):
   issues = sanitize.DataIssues()
   gts = evaluator.ground_truths(source, issues)
   detections = evaluator.detect(detector, state.eval_variables(), source, gts, config, mesh,
-                                issues)
+                                issues, display=True)
+  names = detector.display_names(class_names)
   output_dir = _OUTPUT_DIR.value or os.path.join(_WORKDIR.value, "predictions")
   os.makedirs(output_dir, exist_ok=True)
   stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
@@ -64,9 +67,13 @@ def main(argv):
       continue
     name = stems[index] if stems.count(stems[index]) == 1 else f"{index:04d}_{stems[index]}"
     out = os.path.join(output_dir, name + ".png")
-    drawing.draw_detections(source[index]["image"], detections[index], class_names,
-                                   _SCORE_THRESHOLD.value).save(out)
+    found = detections[index]
+    drawing.draw_detections(source[index]["image"], found, names, _SCORE_THRESHOLD.value).save(out)
     print(f"{path} -> {out}")
+    for i in np.argsort(-found["scores"]):
+      if found["scores"][i] >= _SCORE_THRESHOLD.value:
+        box = " ".join(f"{v:.0f}" for v in found["boxes"][i])
+        print(f"  {names[found['labels'][i]]} {found['scores'][i]:.2f} at [{box}]")
 
 
 if __name__ == "__main__":

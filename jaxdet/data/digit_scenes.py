@@ -28,6 +28,10 @@ MAX_OVERLAP_IOU = 0.1                # placements overlapping an earlier digit m
 STROKE_THRESHOLD = 0.25              # alpha above which a pixel counts as stroke for the box
 SPLIT_SIZES = {"train": 3000, "test": 500}
 SPLIT_SEEDS = {"train": 0, "test": 1}
+# ``digit_crops``: one large digit per image, an image-level label (ImageNet-like).
+CROP_CANVAS_RANGE = (64, 128)
+CROP_DIGIT_HEIGHT_RANGE = (16, 48)
+CROP_SPLIT_SEEDS = {"train": 2, "test": 3}
 
 
 def _sklearn_sources():
@@ -73,16 +77,21 @@ def _paste_digit(canvas, rng, digit, box_xyxy):
   return (x1 + xs.min(), y1 + ys.min(), x1 + xs.max() + 1, y1 + ys.max() + 1)
 
 
-def compose_scene(seed, split, digit_images, digit_labels, photos):
-  """One scene: ``(image uint8 [h, w, 3], boxes [n, 4] (x1, y1, x2, y2) pixels, labels [n])``."""
+def compose_scene(seed, split, digit_images, digit_labels, photos, canvas_range=None,
+                  digit_height_range=None, objects_range=None):
+  """One scene: ``(image uint8 [h, w, 3], boxes [n, 4] (x1, y1, x2, y2) pixels, labels [n])``;
+  the ranges default to ``digit_scenes``' (``CANVAS_RANGE``, ...)."""
+  canvas_range = canvas_range or CANVAS_RANGE
+  digit_height_range = digit_height_range or DIGIT_HEIGHT_RANGE
+  objects_range = objects_range or OBJECTS_RANGE
   rng = np.random.default_rng(seed)
-  height, width = (int(v) for v in rng.integers(CANVAS_RANGE[0], CANVAS_RANGE[1] + 1, size=2))
+  height, width = (int(v) for v in rng.integers(canvas_range[0], canvas_range[1] + 1, size=2))
   canvas = _background(rng, photos, split, height, width)
   pool = np.arange(TRAIN_DIGITS) if split == "train" else np.arange(TRAIN_DIGITS, len(digit_labels))
   boxes, labels = [], []
-  for _ in range(rng.integers(OBJECTS_RANGE[0], OBJECTS_RANGE[1] + 1)):
+  for _ in range(rng.integers(objects_range[0], objects_range[1] + 1)):
     for _attempt in range(20):
-      box_h = int(rng.integers(DIGIT_HEIGHT_RANGE[0], DIGIT_HEIGHT_RANGE[1] + 1))
+      box_h = int(rng.integers(digit_height_range[0], digit_height_range[1] + 1))
       box_w = max(8, int(box_h * rng.uniform(0.7, 1.1)))
       if box_h > height or box_w > width:
         continue
@@ -97,23 +106,27 @@ def compose_scene(seed, split, digit_images, digit_labels, photos):
           np.asarray(labels, np.int64))
 
 
-class DigitScenes(tfds.core.GeneratorBasedBuilder):
-  """Handwritten digits composed onto real photographs, with exact boxes (see module doc)."""
+DIGIT_LABEL = tfds.features.ClassLabel(names=[str(d) for d in range(NUM_CLASSES)])
+
+
+class _DigitsBuilder(tfds.core.GeneratorBasedBuilder):
+  """What the shipped datasets share: offline composition from scikit-learn's files, PNG
+  images with an id, the splits of ``SPLIT_SIZES``. Subclasses give ``description``,
+  ``label_features`` and ``_generate_examples``."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
+  description = None
+  label_features = None
 
   def _info(self):
     return tfds.core.DatasetInfo(
         builder=self,
-        description=__doc__,
+        description=self.description,
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
             "image/id": np.int64,
-            "objects": tfds.features.Sequence({
-                "bbox": tfds.features.BBoxFeature(),
-                "label": tfds.features.ClassLabel(names=[str(d) for d in range(NUM_CLASSES)]),
-            }),
+            **self.label_features,
         }),
         homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
     )
@@ -121,6 +134,14 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # composed offline from scikit-learn's bundled files
     return {split: self._generate_examples(split) for split in SPLIT_SIZES}
+
+
+class DigitScenes(_DigitsBuilder):
+  """Handwritten digits composed onto real photographs, with exact boxes (see module doc)."""
+
+  description = __doc__
+  label_features = {"objects": tfds.features.Sequence({"bbox": tfds.features.BBoxFeature(),
+                                                       "label": DIGIT_LABEL})}
 
   def _generate_examples(self, split):
     digit_images, digit_labels, photos = _sklearn_sources()
@@ -135,11 +156,33 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
                 "objects": {"bbox": bboxes, "label": labels}}
 
 
-def prepare(data_dir=None):
-  """Builds ``digit_scenes`` into ``data_dir`` if it is not there yet (offline, ~1 minute)."""
-  builder = DigitScenes(data_dir=data_dir, file_format="array_record")
+class DigitCrops(_DigitsBuilder):
+  """The classification counterpart of ``digit_scenes`` (YOLO9000's joint training, Sec. 4):
+  one digit of 16-48 px on a 64-128 px photo crop, labelled per image like ``imagenet2012``
+  (``image``, ``label``). Same writers and photo halves per split as ``digit_scenes``; other
+  seeds, so no crop repeats a scene."""
+
+  description = __doc__
+  label_features = {"label": DIGIT_LABEL}
+
+  def _generate_examples(self, split):
+    digit_images, digit_labels, photos = _sklearn_sources()
+    for i in range(SPLIT_SIZES[split]):
+      image, _, labels = compose_scene([CROP_SPLIT_SEEDS[split], i], split, digit_images,
+                                       digit_labels, photos, CROP_CANVAS_RANGE,
+                                       CROP_DIGIT_HEIGHT_RANGE, (1, 1))
+      yield i, {"image": image, "image/id": i, "label": int(labels[0])}
+
+
+BUILDERS = {"digit_scenes": DigitScenes, "digit_crops": DigitCrops}
+
+
+def prepare(data_dir=None, name="digit_scenes"):
+  """Builds ``digit_scenes`` (or ``digit_crops``) into ``data_dir`` if it is not there yet
+  (offline, ~1 minute)."""
+  builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
     logging.getLogger("jaxdet").info(
-        "composing digit_scenes into %s (once, offline; nothing is downloaded)", builder.data_dir)
+        "composing %s into %s (once, offline; nothing is downloaded)", name, builder.data_dir)
     builder.download_and_prepare()
   return builder

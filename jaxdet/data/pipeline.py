@@ -29,32 +29,38 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 class RecordLoader:
   """Loads sanitized records by global example index (runs inside tf.data worker threads)."""
 
-  def __init__(self, source, num_classes, max_boxes, seed, issues, shuffle=True):
+  def __init__(self, source, num_classes, max_boxes, seed, issues, shuffle=True, stream=()):
     if len(source) == 0:
       raise ValueError(f"dataset {source.name} is empty")
     self.source, self.num_classes, self.max_boxes = source, num_classes, max_boxes
-    self.seed, self.issues, self.shuffle = seed, issues, shuffle
+    self.seed, self.issues, self.shuffle, self.stream = seed, issues, shuffle, tuple(stream)
 
     self.permutation = functools.lru_cache(maxsize=2)(self._permutation)
 
   def _permutation(self, epoch):
-    return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+    """The order of epoch ``epoch``; ``stream`` tells apart the orders of several sources read
+    with one seed (joint training)."""
+    return np.random.default_rng([self.seed, epoch, *self.stream]).permutation(len(self.source))
 
   def record_index(self, position):
     epoch, offset = divmod(int(position), len(self.source))
     return int(self.permutation(epoch)[offset]) if self.shuffle else offset
 
-  def load(self, position):
-    """Record at stream ``position``; an undecodable one is counted and replaced by the record
-    at the next position (keeping one example per position keeps resumption exact)."""
+  def load(self, position, usable=lambda record: True):
+    """Record at stream ``position``; an undecodable one (or one ``usable`` refuses, counted by
+    it) is counted and replaced by the record at the next position (keeping one example per
+    position keeps resumption exact)."""
     n = len(self.source)
     for step in range(n):
       index = self.record_index(position + step)
       try:
-        return self.source[index]
+        record = self.source[index]
       except sources_lib.CorruptImageError as e:
         self.issues.add("corrupt_image", 1, str(e))
-    raise RuntimeError(f"no decodable image in {self.source.name}")
+        continue
+      if usable(record):
+        return record
+    raise RuntimeError(f"no usable image in {self.source.name}")
 
   def targets(self, record, where):
     boxes, labels, _ = sanitize.sanitize_annotations(record, self.num_classes, self.issues, where)
@@ -65,9 +71,24 @@ class RecordLoader:
     return boxes, labels
 
   def train_example(self, position):
+    """``(image, boxes, labels, image_label = -1)`` of a detection record."""
     record = self.load(position)
     boxes, labels = self.targets(record, f"{self.source.name} image {record['image_id']}")
-    return record["image"], boxes, labels
+    return record["image"], boxes, labels, np.int32(-1)
+
+  def classification_example(self, position):
+    """``(image, no boxes, no labels, image_label)`` of a classification record; an image label
+    out of ``[0, num_classes)`` is counted (``label_out_of_range``) and the record skipped."""
+    def usable(record):
+      if 0 <= record["image_label"] < self.num_classes:
+        return True
+      self.issues.add("label_out_of_range", 1, f"{self.source.name} image {record['image_id']}: "
+                      f"image label {record['image_label']} not in [0, {self.num_classes})")
+      return False
+
+    record = self.load(position, usable)
+    return (record["image"], np.zeros((0, 4), np.float32), np.zeros(0, np.int32),
+            np.int32(record["image_label"]))
 
   def eval_example(self, index, is_padded):
     """``(image, image_id, skip)`` of record ``index``. Padding slots and undecodable images
@@ -79,6 +100,27 @@ class RecordLoader:
       except sources_lib.CorruptImageError as e:
         self.issues.add("corrupt_image", 1, str(e))
     return np.zeros((1, 1, 3), np.uint8), np.int64(-1), True
+
+
+class JointLoader:
+  """Detection and classification examples in one stream (YOLO9000's joint training, Sec. 4):
+  of every ``classification + detection`` consecutive stream positions (``ratio``), the first
+  ``detection`` are detection examples and the rest classification ones, each source read in
+  its own shuffled order. A pure function of the position, like :class:`RecordLoader`."""
+
+  def __init__(self, detection, classification, ratio):
+    self.detection, self.classification = detection, classification
+    self.classification_share, self.detection_share = (int(r) for r in ratio)
+    if self.classification_share < 0 or self.detection_share <= 0:
+      raise ValueError(f"classification:detection ratio {tuple(ratio)} needs a positive "
+                       "detection share and a non-negative classification share")
+
+  def train_example(self, position):
+    cycle, offset = divmod(int(position), self.classification_share + self.detection_share)
+    if offset < self.detection_share:
+      return self.detection.train_example(cycle * self.detection_share + offset)
+    return self.classification.classification_example(
+        cycle * self.classification_share + offset - self.detection_share)
 
 
 def normalize(image):
@@ -130,8 +172,15 @@ def multi_scale_sizer(data_config, global_batch_size, seed):
 
 
 def train_dataset(source, data_config, *, num_classes, global_batch_size, start_example, seed,
-                  issues, process_index=0, process_count=1, augment=None):
+                  issues, process_index=0, process_count=1, augment=None, classification=None,
+                  classification_ratio=(4, 1)):
   """Infinite batches for this host from global example ``start_example`` (a batch boundary).
+
+  With a ``classification`` source (records with ``image_label``, labels in
+  ``[0, num_classes)`` as the detection labels) the stream interleaves both
+  (:class:`JointLoader`, ``classification_ratio = (classification, detection)``) and batches
+  carry ``image_label [B]``: the class of a classification image, -1 for a detection image.
+  Classification images have no boxes (an empty mask) and the same augmentation.
 
   ``augment(image, boxes, labels, seeds) -> (image, boxes, labels)`` is the family's
   augmentation (tf graph, e.g. ``jaxdet.data.augment.build(data_config)``): image float32 0-255,
@@ -146,13 +195,16 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
   local = global_batch_size // process_count
   input_size = multi_scale_sizer(data_config, global_batch_size, seed)
   loader = RecordLoader(source, num_classes, data_config.max_boxes, seed, issues)
+  if classification is not None:
+    loader = JointLoader(loader, RecordLoader(classification, num_classes, 0, seed, issues,
+                                              stream=(1,)), classification_ratio)
 
   def position(j):  # j-th example of this host -> global stream position
     return (j // local) * global_batch_size + process_index * local + j % local
 
   def load_and_transform(g):
-    image, boxes, labels = tf.numpy_function(loader.train_example, [g],
-                                             [tf.uint8, tf.float32, tf.int32], stateful=False)
+    image, boxes, labels, image_label = tf.numpy_function(
+        loader.train_example, [g], [tf.uint8, tf.float32, tf.int32, tf.int32], stateful=False)
     image = tf.cast(tf.ensure_shape(image, [None, None, 3]), tf.float32)  # 0-255
     boxes = tf.ensure_shape(boxes, [None, 4])
     labels = tf.ensure_shape(labels, [None])
@@ -164,7 +216,10 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
     height, width = input_size(g)
     image, boxes, _ = transforms.resize_and_pad(normalize(image), boxes, height, width,
                                                  data_config.keep_aspect_ratio)
-    return {"image": image, **pad_targets(boxes, labels, data_config.max_boxes)}
+    example = {"image": image, **pad_targets(boxes, labels, data_config.max_boxes)}
+    if classification is not None:
+      example["image_label"] = tf.ensure_shape(image_label, [])
+    return example
 
   start_local = start_example // process_count
   ds = tf.data.Dataset.range(start_local, np.iinfo(np.int64).max).map(position)

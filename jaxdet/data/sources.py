@@ -116,31 +116,39 @@ PREPARE_HELP = (
     "A TFRecord copy can be converted with `tfds convert_format` (also apache-beam).")
 
 
+def random_access_tfds(name, split, data_dir=None):
+  """``(builder, records)`` of a prepared TFDS dataset split, read with random access (images
+  left encoded). The shipped ``digit_scenes`` and ``digit_crops`` are built on first use;
+  anything else not prepared is a :class:`DatasetNotFoundError` saying how to prepare it."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  from jaxdet.data import digit_scenes  # pylint: disable=import-outside-toplevel
+  if name in digit_scenes.BUILDERS:
+    builder = digit_scenes.prepare(data_dir, name)
+  else:
+    builder = tfds.builder(name, data_dir=data_dir)
+  shown_dir = data_dir or "~/tensorflow_datasets"
+  if not builder.is_prepared():
+    raise DatasetNotFoundError(f"TFDS dataset {name!r} is not prepared in {shown_dir}. " +
+                               PREPARE_HELP.format(name=name, data_dir=shown_dir))
+  try:
+    records = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
+  except Exception as e:  # TFRecord-only copies have no random access
+    raise DatasetNotFoundError(f"TFDS dataset {name!r} in {shown_dir} cannot be read with random "
+                               f"access ({e}). " +
+                               PREPARE_HELP.format(name=name, data_dir=shown_dir)) from e
+  return builder, records
+
+
 class TfdsSource(Source):
   """One split of a prepared TFDS detection dataset, read with random access."""
 
   def __init__(self, name, split, data_dir=None):
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     family = name.split("/")[0]
     if family not in TFDS_FIELDS:
       raise ValueError(f"unsupported TFDS dataset {name!r}; supported: {sorted(TFDS_FIELDS)} "
                        "(or a COCO-json folder)")
     self.name, self.fields = f"{name}:{split}", TFDS_FIELDS[family]
-    if family == "digit_scenes":
-      from jaxdet.data import digit_scenes  # pylint: disable=import-outside-toplevel
-      builder = digit_scenes.prepare(data_dir)
-    else:
-      builder = tfds.builder(name, data_dir=data_dir)
-    shown_dir = data_dir or "~/tensorflow_datasets"
-    if not builder.is_prepared():
-      raise DatasetNotFoundError(f"TFDS dataset {name!r} is not prepared in {shown_dir}. " +
-                                 PREPARE_HELP.format(name=name, data_dir=shown_dir))
-    try:
-      self._records = builder.as_data_source(split, decoders={"image": tfds.decode.SkipDecoding()})
-    except Exception as e:  # TFRecord-only copies have no random access
-      raise DatasetNotFoundError(f"TFDS dataset {name!r} in {shown_dir} cannot be read with random "
-                                 f"access ({e}). " +
-                                 PREPARE_HELP.format(name=name, data_dir=shown_dir)) from e
+    builder, self._records = random_access_tfds(name, split, data_dir)
     self.class_names = tuple(builder.info.features["objects"]["label"].names)
 
   def __len__(self):
@@ -307,6 +315,127 @@ class ConcatSource(Source):
   def annotations(self, index):
     source, local = self._locate(index)
     return dict(source.annotations(local), image_id=index)
+
+
+# --------------------------------------------------------------------------------------------
+# Classification sources (YOLO9000's joint training): images with one image-level label.
+
+
+def classification_annotations(label, image_id, height, width):
+  """A classification record's annotations: no boxes, ``image_label`` the image's class."""
+  return dict(FileListSource._no_boxes(image_id, height, width),  # pylint: disable=protected-access
+              image_label=int(label))
+
+
+class TfdsClassificationSource(Source):
+  """One split of a prepared TFDS classification dataset (``imagenet2012``, the project's
+  ``digit_crops``), read with random access; records carry ``image_label``."""
+
+  def __init__(self, name, split, data_dir=None):
+    self.name = f"{name}:{split}"
+    builder, self._records = random_access_tfds(name, split, data_dir)
+    self.class_names = tuple(builder.info.features["label"].names)
+
+  def __len__(self):
+    return len(self._records)
+
+  def encoded_image(self, index):
+    return self._records[index]["image"]
+
+  def __getitem__(self, index):
+    record = self._records[index]
+    image = decode_image(record["image"], f"{self.name}[{index}]")
+    return dict(classification_annotations(record["label"], index, *image.shape[:2]), image=image)
+
+  def annotations(self, index):
+    record = self._records[index]
+    height, width = image_size_of(record["image"], f"{self.name}[{index}]")
+    return classification_annotations(record["label"], index, height, width)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+class ImageFolderSource(Source):
+  """A folder of class folders, ``<directory>/<class name>/<image files>`` (torchvision's
+  ImageFolder layout): classes sorted by name, images sorted by path."""
+
+  def __init__(self, directory):
+    self.name = f"folder:{directory}"
+    if not os.path.isdir(directory):
+      raise DatasetNotFoundError(f"classification folder {directory!r} does not exist")
+    self.class_names = tuple(sorted(d for d in os.listdir(directory)
+                                    if os.path.isdir(os.path.join(directory, d))))
+    self._items = [(os.path.join(directory, name, f), label)
+                   for label, name in enumerate(self.class_names)
+                   for f in sorted(os.listdir(os.path.join(directory, name)))
+                   if f.lower().endswith(IMAGE_SUFFIXES)]
+    if not self._items:
+      raise DatasetNotFoundError(f"{directory!r} holds no images in class folders "
+                                 "(<directory>/<class name>/<image files>)")
+
+  def __len__(self):
+    return len(self._items)
+
+  def encoded_image(self, index):
+    return read_file(self._items[index][0])
+
+  def __getitem__(self, index):
+    path, label = self._items[index]
+    image = decode_image(read_file(path), path)
+    return dict(classification_annotations(label, index, *image.shape[:2]), image=image)
+
+  def annotations(self, index):
+    path, label = self._items[index]
+    return classification_annotations(label, index, *image_size_of(read_file(path), path))
+
+
+def build_classification_source(spec, data_dir=None):
+  """A classification source: ``"<tfds name>:<split>"`` (``imagenet2012:train``,
+  ``digit_crops:train``) or ``"folder:<directory>"`` (:class:`ImageFolderSource`)."""
+  name, _, rest = spec.partition(":")
+  if name == "folder":
+    return ImageFolderSource(rest)
+  if not name or not rest:
+    raise ValueError(f"classification spec {spec!r}: use '<tfds name>:<split>', e.g. "
+                     "'imagenet2012:train', or 'folder:<directory>'")
+  return TfdsClassificationSource(name, rest, data_dir)
+
+
+class RelabeledSource(Source):
+  """``source`` with its labels (and ``image_label``) renamed: class ``k`` becomes
+  ``label_map[k]`` of ``class_names`` (e.g. YOLO9000's WordTree nodes, a coarse label where
+  the map points at an inner node)."""
+
+  def __init__(self, source, label_map, class_names):
+    self.source, self.name, self.class_names = source, source.name, tuple(class_names)
+    self.label_map = np.asarray(label_map, np.int64)
+    if len(self.label_map) != source.num_classes:
+      raise ValueError(f"label map of {source.name} has {len(self.label_map)} entries for its "
+                       f"{source.num_classes} classes")
+
+  def __len__(self):
+    return len(self.source)
+
+  def _relabel(self, record):
+    def relabel(labels):  # labels out of range stay out of range (-1): counted and dropped later
+      labels = np.asarray(labels, np.int64)
+      known = (labels >= 0) & (labels < len(self.label_map))
+      return np.where(known, self.label_map[np.where(known, labels, 0)], -1)
+
+    record = dict(record, labels=relabel(record["labels"]))
+    if "image_label" in record:
+      record["image_label"] = int(relabel(record["image_label"]))
+    return record
+
+  def encoded_image(self, index):
+    return self.source.encoded_image(index)
+
+  def annotations(self, index):
+    return self._relabel(self.source.annotations(index))
+
+  def __getitem__(self, index):
+    return self._relabel(self.source[index])
 
 
 def build_source(spec, data_dir=None, coco_json_dir=None):

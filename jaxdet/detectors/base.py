@@ -39,6 +39,15 @@ class Detector(abc.ABC):
       return self.model.apply(variables, images, train=True, mutable=["batch_stats"], rngs=rngs)
     return self.model.apply(variables, images, train=False), {}
 
+  def training_sources(self, detection, classification):
+    """The training sources as the loss reads them: ``(detection, classification)``, labels in
+    ``[0, source.num_classes)``. Only families that train on classification images (YOLO9000)
+    accept a ``classification`` source; they may also rename labels (e.g. to tree nodes)."""
+    if classification is not None:
+      raise ValueError(f"{type(self).__name__} does not train on classification images; unset "
+                       "config.data.classification")
+    return detection, None
+
   @abc.abstractmethod
   def loss(self, outputs, batch):
     """Returns ``(loss, metrics)``; ``loss`` is a float32 scalar."""
@@ -46,6 +55,15 @@ class Detector(abc.ABC):
   @abc.abstractmethod
   def decode(self, outputs, image_size):
     """Returns :class:`Detections` in input-pixel ``(x1, y1, x2, y2)``."""
+
+  def display_decode(self, outputs, image_size):
+    """The detections to show a user (scripts/predict.py); by default :meth:`decode`'s. A
+    family may label them otherwise (YOLO9000: tree nodes), named by :meth:`display_names`."""
+    return self.decode(outputs, image_size)
+
+  def display_names(self, class_names):
+    """Names of :meth:`display_decode`'s classes, given the dataset's ``class_names``."""
+    return tuple(class_names)
 
 
 def safe_normalizer(count):

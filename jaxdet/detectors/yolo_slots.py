@@ -65,10 +65,11 @@ def coordinate_loss(box_logits, targets):
   return jnp.where(targets.positive, targets.coord_weight * squared, 0.0)
 
 
-def decode_detections(grid, box_logits, scores, image_size, decode_config):
+def decode_detections(grid, box_logits, scores, image_size, decode_config, classes=None):
   """Detections from per-slot class ``scores [B, N, K]`` (already the products with objectness):
   the ``decode_config.pre_nms_topk`` best (slot, class) pairs, their boxes by
-  :func:`jaxdet.ops.boxes.yolo_decode`, then ``base.nms_detections``."""
+  :func:`jaxdet.ops.boxes.yolo_decode`, then ``base.nms_detections``. ``classes [B, N, K]``
+  names the class of each score (default: its column)."""
   batch_size, num_slots, num_classes = scores.shape
   top_scores, top_index = jax.lax.top_k(scores.reshape(batch_size, -1),
                                         min(decode_config.pre_nms_topk, num_slots * num_classes))
@@ -76,8 +77,12 @@ def decode_detections(grid, box_logits, scores, image_size, decode_config):
   t = jnp.take_along_axis(box_logits, slot[..., None], axis=1)
   boxes = box_ops.yolo_decode(t, *(jnp.asarray(a)[slot] for a in (grid.cell_xy, grid.stride,
                                                                     grid.prior_wh)))
-  classes = (top_index % num_classes).astype(jnp.int32)
-  return base.nms_detections(boxes, top_scores, classes, image_size, decode_config)
+  if classes is None:
+    top_classes = top_index % num_classes
+  else:
+    top_classes = jnp.take_along_axis(classes.reshape(batch_size, -1), top_index, axis=1)
+  return base.nms_detections(boxes, top_scores, top_classes.astype(jnp.int32), image_size,
+                             decode_config)
 
 
 def per_image_sum(terms, positive):

@@ -80,11 +80,14 @@ class YOLOv2Model(nn.Module):
 class YOLOv2(base.Detector):
   """The YOLOv2 family behind the :class:`base.Detector` interface."""
 
-  def __init__(self, config):
+  def __init__(self, config, class_outputs=None):
+    """``class_outputs``: class logits per prior (default ``config.num_classes``; YOLO9000's
+    WordTree has one per tree node)."""
     self.config = config
     # Priors in cells of the stride-32 map, darknet's unit: they scale with the input size.
     self.priors_cells = yolo_slots.read_priors(config, "priors_cells")
-    model = YOLOv2Model(num_classes=config.num_classes, num_priors=len(self.priors_cells),
+    model = YOLOv2Model(num_classes=class_outputs or config.num_classes,
+                        num_priors=len(self.priors_cells),
                         stages=tuple(tuple(map(tuple, s)) for s in config.backbone.stages),
                         head_width=config.head_width,
                         passthrough_width=config.passthrough_width,
@@ -106,6 +109,12 @@ class YOLOv2(base.Detector):
 
   def loss(self, outputs, batch):
     """The region-layer loss of the module docstring, averaged over the global batch."""
+    terms, targets = self.loss_terms(outputs, batch)
+    return yolo_slots.per_image_sum(terms, targets.positive)
+
+  def loss_terms(self, outputs, batch):
+    """``(terms, targets)``: the four weighted terms of the loss per slot ``[B, N]`` and the
+    slot targets."""
     cfg = self.config.loss
     grid = self.grid(tuple(batch["image"].shape[1:3]))
     targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch)
@@ -118,7 +127,7 @@ class YOLOv2(base.Detector):
             targets.positive, jnp.square(objectness - targets.assigned_iou), 0.0),
         "noobject_loss": cfg.noobject_weight * jnp.where(unassigned, jnp.square(objectness), 0.0),
         "class_loss": cfg.class_weight * self.class_loss(outputs, targets)}
-    return yolo_slots.per_image_sum(terms, targets.positive)
+    return terms, targets
 
   def class_scores(self, outputs):
     """``[B, N, K]`` Pr(class | object) Pr(object) (Sec. 2, as YOLOv1's Eq. 1)."""

@@ -35,22 +35,22 @@ def to_original_pixels(boxes, scale, height, width):
   return np.clip(boxes, 0.0, [width, height, width, height])
 
 
-def make_detect_fn(detector, image_size, mesh):
+def make_detect_fn(detector, image_size, mesh, display=False):
   """Jitted ``(variables, images) -> Detections``, batch-sharded in and out: every device
   decodes and runs NMS for its own images, and each host keeps its own images' detections."""
-  return jax.jit(state_lib.make_predict_step(detector, image_size),
+  return jax.jit(state_lib.make_predict_step(detector, image_size, display),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                  out_shardings=sharding.batch_sharded(mesh))
 
 
-def detect_all(detector, variables, source, config, mesh, issues):
+def detect_all(detector, variables, source, config, mesh, issues, display=False):
   """Detections of every image of ``source``, on every host: stacked numpy arrays ``boxes``
   (input pixels), ``scores``, ``classes``, ``valid`` and the images' ``image_id``, ``scale``,
   ``skip``. Each host detects its share of the images; the shares are then gathered."""
   if config.eval.batch_size % mesh.size:
     raise ValueError(f"eval batch size {config.eval.batch_size} must be a multiple of the "
                      f"{mesh.size} devices")
-  detect_batch = make_detect_fn(detector, tuple(config.data.image_size), mesh)
+  detect_batch = make_detect_fn(detector, tuple(config.data.image_size), mesh, display)
   dataset = pipeline.eval_dataset(source, config.data, batch_size=config.eval.batch_size,
                                   issues=issues, process_index=jax.process_index(),
                                   process_count=jax.process_count())
@@ -85,10 +85,11 @@ def to_detections(stacked, gts):
   return detections
 
 
-def detect(detector, variables, source, gts, config, mesh, issues):
+def detect(detector, variables, source, gts, config, mesh, issues, display=False):
   """``{image_id: dict(boxes, scores, labels)}`` in original pixels for every image of
-  ``source`` that could be decoded."""
-  return to_detections(detect_all(detector, variables, source, config, mesh, issues), gts)
+  ``source`` that could be decoded (``display``: the detector's ``display_decode``)."""
+  return to_detections(detect_all(detector, variables, source, config, mesh, issues, display),
+                       gts)
 
 
 def check_metrics(metrics):
@@ -97,8 +98,22 @@ def check_metrics(metrics):
     raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
 
 
-def score(detections, gts, source, metrics):
-  """``(metrics dict, printable report)`` for the requested ``metrics``."""
+def group_means(ap_per_class, class_names, class_groups):
+  """``{group: mean AP of its classes}`` for ``class_groups`` (name -> class names)."""
+  index = {name: i for i, name in enumerate(class_names)}
+  means = {}
+  for group, names in class_groups.items():
+    unknown = [n for n in names if n not in index]
+    if unknown:
+      raise ValueError(f"eval.class_groups.{group} names classes {unknown} that the evaluation "
+                       f"set does not have ({list(class_names)[:10]}...)")
+    means[group] = float(np.mean([ap_per_class[index[n]] for n in names]))
+  return means
+
+
+def score(detections, gts, source, metrics, class_groups=None):
+  """``(metrics dict, printable report)`` for the requested ``metrics``; with ``class_groups``
+  (name -> class names) also each VOC metric's mean over each group (``voc12/mAP/<group>``)."""
   check_metrics(metrics)
   results, report = {}, []
   if "coco" in metrics:
@@ -117,7 +132,10 @@ def score(detections, gts, source, metrics):
       results[f"{name}/mAP"] = voc_result["mAP"]
       per_class = "\n".join(f"  {n:>15s}: {ap:.4f}" for n, ap in
                             zip(source.class_names, voc_result["AP_per_class"]))
-      report.append(f"{name.upper()} mAP@0.5 = {voc_result['mAP']:.4f}\n{per_class}\n")
+      groups = group_means(voc_result["AP_per_class"], source.class_names, class_groups or {})
+      results.update({f"{name}/mAP/{group}": value for group, value in groups.items()})
+      per_group = "".join(f"  mean over {group}: {value:.4f}\n" for group, value in groups.items())
+      report.append(f"{name.upper()} mAP@0.5 = {voc_result['mAP']:.4f}\n{per_class}\n{per_group}")
   return results, "\n".join(report)
 
 
@@ -135,5 +153,7 @@ def evaluate(detector, variables, source, config, mesh, issues):
     gts = ground_truths(source, issues)
     detections = to_detections(stacked, gts)
     gts = {image_id: gts[image_id] for image_id in detections}
-    results, report = score(detections, gts, source, tuple(config.eval.metrics))
+    groups = config.eval.get("class_groups")    # absent from configs saved before it existed
+    results, report = score(detections, gts, source, tuple(config.eval.metrics),
+                            groups.to_dict() if groups else {})
   return distributed.broadcast_json(results), report

@@ -116,13 +116,16 @@ def agreed_stop(requested, at_log_step):
 
 
 def load_sources(config):
+  """``(detection source, classification source or None)`` of the training data."""
   data_dir = config.data.data_dir or None
   train = sources.build_source(config.data.train, data_dir, config.data.coco_json_dir)
   if train.num_classes != config.model.num_classes:
     raise ValueError(f"config.model.num_classes = {config.model.num_classes} but dataset "
                      f"{train.name} has {train.num_classes} classes; set "
                      f"--config.model.num_classes={train.num_classes}")
-  return train
+  classification = (sources.build_classification_source(config.data.classification, data_dir)
+                    if config.data.classification else None)
+  return train, classification
 
 
 def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
@@ -158,12 +161,16 @@ def train(config, workdir, devices=None):
     raise ValueError(f"train batch {batch_size} and eval batch {config.eval.batch_size} must be "
                      f"multiples of the {mesh.size} devices")
   detector = detectors.build(config.model)
-  train_source = load_sources(config)
+  dataset_source, classification_source = load_sources(config)
+  train_source, classification_source = detector.training_sources(dataset_source,
+                                                                  classification_source)
   issues = sanitize.DataIssues()
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
-  log.info("%s on %d devices; %d parameters; %d training images (%s)", config.model.family,
+  log.info("%s on %d devices; %d parameters; %d training images (%s)%s", config.model.family,
            mesh.size, sum(x.size for x in jax.tree.leaves(state.params)),
-           len(train_source), train_source.name)
+           len(train_source), train_source.name,
+           f" and {len(classification_source)} classification images "
+           f"({classification_source.name})" if classification_source else "")
 
   # ------------------------------------------------------------------- Restore checkpoint.
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
@@ -177,10 +184,11 @@ def train(config, workdir, devices=None):
   # ------------------------------------------------------------------------------- Train.
   train_step = state_lib.jit_train_step(detector, tx, schedule, config.train.ema_decay, mesh)
   batches = pipeline.train_dataset(
-      train_source, config.data, num_classes=config.model.num_classes,
+      train_source, config.data, num_classes=train_source.num_classes,
       global_batch_size=batch_size, start_example=examples_seen, seed=config.seed, issues=issues,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      augment=augment.build(config.data)).as_numpy_iterator()
+      augment=augment.build(config.data), classification=classification_source,
+      classification_ratio=config.data.classification_ratio).as_numpy_iterator()
   writer = MetricWriter(workdir)
   total = config.train.total_steps
   step = int(state.step)
@@ -213,7 +221,7 @@ def train(config, workdir, devices=None):
                               **{f"data_issues/{k}": v for k, v in issues.snapshot().items()}})
           pending, interval_start, interval_step = [], now, step
         if save_now:
-          checkpoint.save(mngr, state, examples_seen, train_source.class_names, config)
+          checkpoint.save(mngr, state, examples_seen, dataset_source.class_names, config)
           last_checkpoint = step
         if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
           watchdog.disarm()  # evaluation's length depends on the eval set, not on a step

@@ -82,11 +82,13 @@ def jit_train_step(detector, tx, schedule, ema_decay, mesh):
                  donate_argnums=(0,))
 
 
-def make_predict_step(detector, image_size):
-  """``(variables, images) -> Detections`` in input pixels."""
+def make_predict_step(detector, image_size, display=False):
+  """``(variables, images) -> Detections`` in input pixels (``display``: the detector's
+  :meth:`display_decode`, for people rather than metrics)."""
+  decode = detector.display_decode if display else detector.decode
 
   def predict_step(variables, images):
     outputs, _ = detector.apply(variables, images, train=False)
-    return detector.decode(outputs, image_size)
+    return decode(outputs, image_size)
 
   return predict_step

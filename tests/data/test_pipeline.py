@@ -178,12 +178,12 @@ def test_record_loader_counts_exactly_per_record(source):
   # a crowd box (not counted) and an unknown category; image 4 one box to clip.
   issues = sanitize.DataIssues()
   loader = pipeline.RecordLoader(source, 3, 1, 0, issues, shuffle=False)
-  image, boxes, labels = loader.train_example(0)     # image 1: 2 good boxes, budget 1
+  image, boxes, labels, _ = loader.train_example(0)     # image 1: 2 good boxes, budget 1
   np.testing.assert_array_equal(image, coco_folder.image_array(1))
   np.testing.assert_array_equal(boxes, [[8, 4, 28, 20]])
   np.testing.assert_array_equal(labels, [1])
   loader.train_example(3)                            # image 4: 1 clipped, 1 truncated
-  image, boxes, labels = loader.train_example(4)     # corrupt -> missing -> wraps to image 1
+  image, boxes, labels, _ = loader.train_example(4)     # corrupt -> missing -> wraps to image 1
   np.testing.assert_array_equal(image, coco_folder.image_array(1))
   expected = {k: 0 for k in sanitize.ISSUE_KINDS}
   expected.update(corrupt_image=2, label_out_of_range=2, box_clipped=1, boxes_truncated=3)

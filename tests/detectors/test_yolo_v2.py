@@ -29,10 +29,15 @@ def sigmoid(x):
   return 1 / (1 + np.exp(-x))
 
 
+def softmax_cross_entropy(logits, label):
+  return -(logits[label] - np.log(np.sum(np.exp(logits))))
+
+
 def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, boxes, labels, mask,
-                   cfg):
+                   cfg, class_term=softmax_cross_entropy):
   """The region loss of yolo_v2's docstring with float64 loops over images, truths, cells and
-  priors; returns (terms summed over the batch / B, positives, ignored slots)."""
+  priors; returns (terms summed over the batch / B, positives, ignored slots). ``class_term(
+  logits, label)`` is a positive's class loss (YOLO9000 swaps in its tree's)."""
   height, width = image_size
   rows, cols = height // 32, width // 32
   terms = dict(coord_loss=0.0, object_loss=0.0, noobject_loss=0.0, class_loss=0.0)
@@ -68,9 +73,7 @@ def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, box
                 (p - q) ** 2 for p, q in zip(prediction, target))
             truth_iou = brute_force_iou(predicted, g[None])[0, 0]
             terms["object_loss"] += cfg.object_weight * (objectness - truth_iou) ** 2
-            logits = class_logits[b, n]
-            log_softmax = logits - np.log(np.sum(np.exp(logits)))
-            terms["class_loss"] += -cfg.class_weight * log_softmax[labels[b, m]]
+            terms["class_loss"] += cfg.class_weight * class_term(class_logits[b, n], labels[b, m])
             positives += 1
           elif ious.max(initial=0.0) <= cfg.ignore_threshold:
             terms["noobject_loss"] += cfg.noobject_weight * objectness ** 2

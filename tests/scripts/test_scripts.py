@@ -101,3 +101,15 @@ def test_benchmark_runs_without_tensorflow(tmp_path, config):
   assert cost["parameters"] > 0 and cost["all_reduces_in_step"] > 0  # 8 devices
   # A train step costs about three forward passes (forward, input and weight gradients).
   assert 2.5 < cost["train_gflop_per_image"] / cost["forward_gflop_per_image"] < 3.5
+
+
+def test_benchmark_times_the_wordtree_alone(tmp_path):
+  out_json = tmp_path / "wordtree.json"
+  run("benchmark.py", "--parts=wordtree", "--wordtree_nodes=300", "--batch_size=1", "--steps=1",
+      f"--json={out_json}")
+  results = json.loads(out_json.read_text())
+  assert results["nodes"] == 300 and results["batch_size"] == 1
+  for part in ("flat_softmax", "wordtree_softmax", "wordtree_loss_and_grad"):
+    assert results[part]["median_ms"] > 0
+  mixed = run("benchmark.py", "--parts=wordtree,train", check=False)
+  assert mixed.returncode != 0 and "time it alone" in mixed.stderr
