@@ -15,6 +15,7 @@ over the whole tree and any leading dims: segment ops over the node axis, loops 
 only.
 """
 import dataclasses
+import functools
 import json
 import re
 
@@ -425,22 +426,37 @@ def conditional_log_probs(logits, tree):
   return jnp.moveaxis(shifted - log_sum[group], 0, -1)
 
 
+@functools.lru_cache(maxsize=8)
+def _depth_levels(tree):
+  """Nodes sorted by depth: ``(order [N], position of each node in it [N], level bounds
+  [max_depth + 1], for each level the positions of its nodes' parents within the level above)``."""
+  order = np.argsort(tree.depth, kind="stable")
+  position = np.empty_like(order)
+  position[order] = np.arange(len(order))
+  bounds = np.searchsorted(tree.depth[order], np.arange(1, tree.max_depth + 2))
+  parent_in_level = [position[tree.parents[order[bounds[d]:bounds[d + 1]]]] - bounds[d - 1]
+                     for d in range(1, tree.max_depth)]
+  return order, position, bounds, parent_in_level
+
+
 def path_log_probs(cond_log_probs, tree):
   """Absolute ``log Pr(node)`` ``[..., N]``: the sum of the conditionals along the path from the
   node up to the top set (Sec. 4: "Pr(Norfolk terrier) = Pr(Norfolk terrier | terrier) *
   Pr(terrier | hunting dog) * ... "), with ``Pr(physical object) = 1``.
 
-  ``max_depth - 1`` steps of ``logp = cond + logp[parent]`` (0 above the top set); XLA fuses
-  the chain of gathers into one pass that walks each node's path, with no temporaries (measured on
-  CPU: 6x faster than pointer jumping, which materializes every step).
+  Level by level from the top: the nodes sorted by depth, each level adds its parents' values
+  from the level above, so every node is visited once (a gather of N values per level instead
+  would cost ``max_depth`` passes over the whole tree).
   """
   cond = _float(cond_log_probs)
   _check_nodes(cond, tree)
-  parent = np.where(tree.parents >= 0, tree.parents, tree.num_nodes)
-  total = cond
-  for _ in range(tree.max_depth - 1):
-    total = cond + jnp.take(_with_sentinel(total), parent, axis=-1)
-  return total
+  order, position, bounds, parent_in_level = _depth_levels(tree)
+  by_depth = jnp.take(cond, order, axis=-1)
+  levels = [by_depth[..., bounds[0]:bounds[1]]]
+  for depth, parents in enumerate(parent_in_level, start=1):
+    level = by_depth[..., bounds[depth]:bounds[depth + 1]]
+    levels.append(level + jnp.take(levels[-1], parents, axis=-1))
+  return jnp.take(jnp.concatenate(levels, axis=-1), position, axis=-1)
 
 
 def hierarchical_nll(logits, labels, tree):

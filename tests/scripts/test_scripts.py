@@ -90,12 +90,14 @@ def test_benchmark_runs_without_tensorflow(tmp_path, config):
   fake.mkdir(parents=True)
   (fake / "__init__.py").write_text("raise ImportError('benchmark.py must not import TensorFlow')")
   out_json = tmp_path / "bench.json"
+  # Every part once (RetinaNet's); the other families their model's parts only.
+  timed = (("train", "inference", "loss", "nms", "allreduce") if config == TINY
+           else ("train", "inference"))
   run("benchmark.py", f"--config={config}", "--image_size=64", "--batch_size=8", "--steps=1",
-      "--nms_candidates=300", f"--json={out_json}",
-      "--parts=train,inference,loss,nms,allreduce,cost",
+      "--nms_candidates=300", f"--json={out_json}", "--parts=" + ",".join(timed + ("cost",)),
       env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{REPO}"})
   results = json.loads(out_json.read_text())
-  for part in ("train", "inference", "loss", "nms", "allreduce"):
+  for part in timed:
     assert results[part]["median_s"] > 0
   cost = results["cost"]
   assert cost["parameters"] > 0 and cost["all_reduces_in_step"] > 0  # 8 devices
@@ -111,5 +113,3 @@ def test_benchmark_times_the_wordtree_alone(tmp_path):
   assert results["nodes"] == 300 and results["batch_size"] == 1
   for part in ("flat_softmax", "wordtree_softmax", "wordtree_loss_and_grad"):
     assert results[part]["median_ms"] > 0
-  mixed = run("benchmark.py", "--parts=wordtree,train", check=False)
-  assert mixed.returncode != 0 and "time it alone" in mixed.stderr
