@@ -262,6 +262,12 @@ class CocoJsonSource(Source):
 # --------------------------------------------------------------------------------------------
 
 
+def no_boxes(image_id, height, width):
+  """The annotations of an image without objects."""
+  return dict(boxes=np.zeros((0, 4)), labels=np.zeros(0, np.int64), ignore=np.zeros(0, bool),
+              area=np.zeros(0), image_id=image_id, height=height, width=width)
+
+
 class FileListSource(Source):
   """The user's image files, without annotations (scripts/predict.py); image id = position."""
 
@@ -276,16 +282,11 @@ class FileListSource(Source):
 
   def __getitem__(self, index):
     # One read: the decoded image gives the size (with_image sets it), no header pass needed.
-    return self.with_image(self.encoded_image(index), self._no_boxes(index, 0, 0), index)
+    return self.with_image(self.encoded_image(index), no_boxes(index, 0, 0), index)
 
   def annotations(self, index):
     height, width = image_size_of(self.encoded_image(index), self.paths[index])
-    return self._no_boxes(index, height, width)
-
-  @staticmethod
-  def _no_boxes(index, height, width):
-    return dict(boxes=np.zeros((0, 4)), labels=np.zeros(0, np.int64), ignore=np.zeros(0, bool),
-                area=np.zeros(0), image_id=index, height=height, width=width)
+    return no_boxes(index, height, width)
 
 
 class ConcatSource(Source):
@@ -323,8 +324,7 @@ class ConcatSource(Source):
 
 def classification_annotations(label, image_id, height, width):
   """A classification record's annotations: no boxes, ``image_label`` the image's class."""
-  return dict(FileListSource._no_boxes(image_id, height, width),  # pylint: disable=protected-access
-              image_label=int(label))
+  return dict(no_boxes(image_id, height, width), image_label=int(label))
 
 
 class TfdsClassificationSource(Source):

@@ -119,13 +119,10 @@ class YOLO9000(yolo_v2.YOLOv2):
     labelled = image_label >= 0
     label = jnp.broadcast_to(jnp.maximum(image_label, 0)[:, None],
                              outputs["objectness_logits"].shape)
-    cond = wordtree.conditional_log_probs(outputs["class_logits"], self.tree)
-    label_log_prob = jnp.take_along_axis(wordtree.path_log_probs(cond, self.tree),
-                                         label[..., None], axis=-1)[..., 0]
+    nll = wordtree.hierarchical_nll(outputs["class_logits"], label, self.tree)  # -log Pr(label)
     log_objectness = jax.nn.log_sigmoid(outputs["objectness_logits"])
-    best = jnp.argmax(jax.lax.stop_gradient(log_objectness + label_log_prob), axis=1)
+    best = jnp.argmax(jax.lax.stop_gradient(log_objectness - nll), axis=1)
     chosen = jax.nn.one_hot(best, label.shape[1], dtype=jnp.bool_) & labelled[:, None]
-    nll = wordtree.hierarchical_nll(outputs["class_logits"], label, self.tree)
     shortfall = jnp.maximum(cfg.classification_iou - jax.nn.sigmoid(outputs["objectness_logits"]),
                             0.0)
     return {"image_class_loss": cfg.class_weight * jnp.where(chosen, nll, 0.0),
