@@ -14,14 +14,21 @@ Variants:
   tiny_digits     a narrow Darknet-19 on the shipped ``digit_scenes`` at 128x128 (multi-scale
                   96-160); trains on a 2-core CPU (README "What was measured").
   tiny_test       the smallest model, for tests and smoke runs.
+  darknet19_imagenet      Darknet-19's ImageNet pretraining (Sec. 3 "Training for
+                  classification"): 160 epochs at 224x224, SGD lr 0.1 with polynomial decay of
+                  power 4, weight decay 5e-4, momentum 0.9 (Table 6's classifier: 1x1
+                  convolution to the classes, global average pooling).
+  darknet19_imagenet_448  its fine-tuning at 448x448: "10 epochs ... starting at a learning
+                  rate of 10^-3"; start it from the 224 run with --config.train.init_from.
 
 Priors are in cells of the stride-32 output (darknet's unit; they scale with the input). The
 VOC and COCO ones are darknet's k-means priors (``cfg/yolo-voc.cfg``, ``cfg/yolo.cfg``). For
 your own data, run ``scripts/kmeans_anchors.py --k=5 --output=priors.json`` and train with
 ``--config.model.priors_file=priors.json``.
 
-The paper starts from Darknet-19 trained on ImageNet; weight import is not part of jaxdet yet,
-so the paper variants train from scratch unless you restore converted weights yourself.
+The paper's detectors start from Darknet-19 trained on ImageNet: train the two
+``darknet19_imagenet`` variants, then pass ``--config.train.init_from=<the 448 run's workdir>``;
+without it the detectors train from scratch.
 
 Example:
   python scripts/train.py --config=experiments/yolo_v2.py:yolov2_voc_416 \
@@ -123,10 +130,20 @@ def smallest(c):
   return c
 
 
+def darknet19_imagenet(size):
+  """Sec. 3: 160 epochs at 224 from lr 0.1; then 10 epochs at 448 from lr 1e-3."""
+  model = config_lib.classifier_model("darknet19", dict(stages=darknet.DARKNET19_STAGES), 1000)
+  if size == 224:
+    return config_lib.imagenet_pretraining_recipe(model, 224, epochs=160, base_lr=0.1)
+  return config_lib.imagenet_pretraining_recipe(model, 448, epochs=10, base_lr=1e-3)
+
+
 def get_config(variant="tiny_digits"):
   if variant in ("yolov2_voc_416", "yolov2_voc_544", "yolov2_coco_608"):
     _, dataset, size = variant.split("_")
     c = paper_recipe(dataset, int(size))
+  elif variant in ("darknet19_imagenet", "darknet19_imagenet_448"):
+    c = darknet19_imagenet(448 if variant.endswith("448") else 224)
   elif variant == "tiny_digits":
     c = config_lib.yolo_cpu_digits_recipe(tiny())
   elif variant == "tiny_test":

@@ -39,6 +39,7 @@ def base_config():
   c.train.eval_every = 0                       # 0: evaluate only at the end
   c.train.ema_decay = 0.0                      # 0: no EMA
   c.train.hang_timeout_s = 1800                # no step for this long: exit (0: never)
+  c.train.init_from = ""                       # a workdir: start from its matching weights
   c.train.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", momentum=0.9, nesterov=False, weight_decay=1e-4, decay_norm_params=False,
       grad_clip_norm=0.0))
@@ -90,4 +91,49 @@ def smoke_test_recipe(c):
   c.train.checkpoint_every = 2
   c.train.schedule.warmup_steps = 2
   c.eval.batch_size = 16
+  return c
+
+
+# ImageNet 2012 (ILSVRC-2012-CLS) training images: the epochs of the pretraining recipes.
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def classifier_model(trunk, backbone, num_classes):
+  """The ``classifier`` family (``jaxdet.detectors.classifier``) over ``trunk`` with the
+  detector's ``backbone`` settings."""
+  return ml_collections.ConfigDict(dict(family="classifier", trunk=trunk, num_classes=num_classes,
+                                        dtype="float32", backbone=backbone))
+
+
+def classification_recipe(c, train, evaluate):
+  """``c`` trained on the classification source ``train`` alone and evaluated by top-1 / top-5
+  accuracy on ``evaluate`` (e.g. ``"imagenet2012:validation"``, ``"folder:DIR"``)."""
+  c.data.train = ""
+  c.data.classification = train
+  c.data.eval = evaluate
+  c.eval.metrics = ("top1", "top5")
+  c.data.max_boxes = 1                         # classification images have none
+  c.data.keep_aspect_ratio = False             # warped to the square input, as darknet
+  return c
+
+
+def imagenet_pretraining_recipe(model, image_size, epochs, base_lr):
+  """darknet's ImageNet classifier training, as YOLOv2 gives it (Sec. 3 "Training for
+  classification"): SGD momentum 0.9, weight decay 5e-4, polynomial rate decay with power 4
+  from ``base_lr``, batch 128 (cfg/darknet19.cfg), random crops and hue, saturation and
+  exposure shifts (the YOLO augmentation; the paper's rotations are not implemented)."""
+  c = classification_recipe(base_config(), "imagenet2012:train", "imagenet2012:validation")
+  c.model = model
+  c.data.image_size = (image_size, image_size)
+  c.data.augment = "yolo"
+  c.data.hue = 0.1
+  c.train.batch_size = 128
+  c.train.total_steps = round(epochs * IMAGENET_TRAIN_IMAGES / 128)
+  c.train.log_every = 100
+  c.train.checkpoint_every = 5_000
+  c.train.optimizer.weight_decay = 5e-4
+  c.train.schedule = ml_collections.ConfigDict(dict(
+      name="poly", power=4.0, base_lr=base_lr, warmup_steps=0, warmup_factor=1.0,
+      decay_steps=(), decay_factor=0.1))
+  c.eval.batch_size = 128
   return c

@@ -1,4 +1,5 @@
-r"""Evaluate a trained checkpoint: COCO AP (pycocotools), VOC07 11-point and VOC12 AP.
+r"""Evaluate a trained checkpoint: COCO AP (pycocotools), VOC07 11-point and VOC12 AP; top-1 and
+top-5 accuracy for a pretrained classifier.
 
   python scripts/evaluate.py --workdir=runs/default                       # latest checkpoint
   python scripts/evaluate.py --workdir=runs/r50 --step=60000 --metrics=coco,voc07 \
@@ -26,7 +27,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkp
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step; default: the latest.")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset spec, e.g. 'voc/2007:test'; default: "
                                "the config's data.eval.")
-_METRICS = flags.DEFINE_list("metrics", None, "Any of coco, voc07, voc12; default: the config's.")
+_METRICS = flags.DEFINE_list(
+    "metrics", None, "Any of coco, voc07, voc12 (detectors) or top1, top5 (classifiers); "
+    "default: the config's.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir; default: the config's.")
 _COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None,
                                      "COCO-json folder for coco_json:<split> datasets.")
@@ -53,10 +56,8 @@ def evaluate():
     if value is not None:
       config[section][key] = value
   from jaxdet.data import sanitize  # pylint: disable=import-outside-toplevel
-  from jaxdet.data import sources  # pylint: disable=import-outside-toplevel
   from jaxdet.evaluation import evaluator  # pylint: disable=import-outside-toplevel
-  source = sources.build_source(config.data.eval, config.data.data_dir or None,
-                                config.data.coco_json_dir)
+  source = evaluator.build_eval_source(config)
   issues = sanitize.DataIssues()
   results, report = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
                                        issues)

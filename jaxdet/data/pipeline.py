@@ -106,14 +106,17 @@ class JointLoader:
   """Detection and classification examples in one stream (YOLO9000's joint training, Sec. 4):
   of every ``classification + detection`` consecutive stream positions (``ratio``), the first
   ``detection`` are detection examples and the rest classification ones, each source read in
-  its own shuffled order. A pure function of the position, like :class:`RecordLoader`."""
+  its own shuffled order. A pure function of the position, like :class:`RecordLoader`. Without
+  a detection loader (a classifier) the ratio is ``(1, 0)``: classification examples only."""
 
   def __init__(self, detection, classification, ratio):
     self.detection, self.classification = detection, classification
     self.classification_share, self.detection_share = (int(r) for r in ratio)
-    if self.classification_share < 0 or self.detection_share <= 0:
-      raise ValueError(f"classification:detection ratio {tuple(ratio)} needs a positive "
-                       "detection share and a non-negative classification share")
+    if (min(self.classification_share, self.detection_share) < 0
+        or (self.detection_share > 0) != (detection is not None)):
+      raise ValueError(f"classification:detection ratio {tuple(ratio)} needs non-negative "
+                       "shares and a positive detection share exactly when there are detection "
+                       "images")
 
   def train_example(self, position):
     cycle, offset = divmod(int(position), self.classification_share + self.detection_share)
@@ -180,7 +183,8 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
   ``[0, num_classes)`` as the detection labels) the stream interleaves both
   (:class:`JointLoader`, ``classification_ratio = (classification, detection)``) and batches
   carry ``image_label [B]``: the class of a classification image, -1 for a detection image.
-  Classification images have no boxes (an empty mask) and the same augmentation.
+  Classification images have no boxes (an empty mask) and the same augmentation. With
+  ``source=None`` (a classifier) the stream holds classification images only.
 
   ``augment(image, boxes, labels, seeds) -> (image, boxes, labels)`` is the family's
   augmentation (tf graph, e.g. ``jaxdet.data.augment.build(data_config)``): image float32 0-255,
@@ -194,10 +198,14 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
     raise ValueError(f"start_example {start_example} is not a multiple of the global batch")
   local = global_batch_size // process_count
   input_size = multi_scale_sizer(data_config, global_batch_size, seed)
-  loader = RecordLoader(source, num_classes, data_config.max_boxes, seed, issues)
+  loader = (RecordLoader(source, num_classes, data_config.max_boxes, seed, issues)
+            if source is not None else None)
   if classification is not None:
     loader = JointLoader(loader, RecordLoader(classification, num_classes, 0, seed, issues,
-                                              stream=(1,)), classification_ratio)
+                                              stream=(1,)),
+                         classification_ratio if loader is not None else (1, 0))
+  elif loader is None:
+    raise ValueError("no training images: give a detection or a classification source")
 
   def position(j):  # j-th example of this host -> global stream position
     return (j // local) * global_batch_size + process_index * local + j % local

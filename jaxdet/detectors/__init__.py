@@ -1,7 +1,7 @@
 """Detector families. ``build(config.model)`` returns the family's :class:`Detector`."""
 import importlib
 
-FAMILIES = ("retinanet", "ssd", "yolo_v1", "yolo_v2", "yolo9000", "yolo_v3")
+FAMILIES = ("retinanet", "ssd", "yolo_v1", "yolo_v2", "yolo9000", "yolo_v3", "classifier")
 
 
 def build(model_config):

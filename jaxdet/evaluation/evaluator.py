@@ -1,5 +1,7 @@
 """Evaluation of any family: run ``detector.decode`` over a source, map detections back to the
-original image pixels, and score them with COCO AP (pycocotools) and/or VOC07 / VOC12 AP."""
+original image pixels, and score them with COCO AP (pycocotools) and/or VOC07 / VOC12 AP; a
+classifier's (``jaxdet.detectors.classifier``: its best classes as whole-image boxes) with top-1
+/ top-5 accuracy on a classification source."""
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -12,7 +14,9 @@ from jaxdet.evaluation import voc
 from jaxdet.train import sharding
 from jaxdet.train import state as state_lib
 
-METRICS = ("coco", "voc07", "voc12")
+DETECTION_METRICS = ("coco", "voc07", "voc12")
+CLASSIFICATION_METRICS = {"top1": 1, "top5": 5}          # name -> k of top-k accuracy
+METRICS = DETECTION_METRICS + tuple(CLASSIFICATION_METRICS)
 
 
 def ground_truths(source, issues):
@@ -96,6 +100,26 @@ def check_metrics(metrics):
   unknown = set(metrics) - set(METRICS)
   if unknown:
     raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
+  if set(metrics) & set(DETECTION_METRICS) and set(metrics) & set(CLASSIFICATION_METRICS):
+    raise ValueError(f"metrics {tuple(metrics)} mix detection {DETECTION_METRICS} and "
+                     f"classification {tuple(CLASSIFICATION_METRICS)} ones: one kind per run")
+
+
+def build_eval_source(config):
+  """The source ``config.data.eval`` names: a classification one (``"digit_crops:test"``,
+  ``"folder:DIR"``) for classification metrics, else a detection one."""
+  check_metrics(config.eval.metrics)
+  if set(config.eval.metrics) & set(CLASSIFICATION_METRICS):
+    return sources.build_classification_source(config.data.eval, config.data.data_dir or None)
+  return sources.build_source(config.data.eval, config.data.data_dir or None,
+                              config.data.coco_json_dir)
+
+
+def top_k_accuracy(detections, gts, k):
+  """Share of the images whose ``image_label`` is among their ``k`` best-scored labels."""
+  hits = [gts[i]["image_label"] in d["labels"][np.argsort(-d["scores"], kind="stable")[:k]]
+          for i, d in detections.items()]
+  return float(np.mean(hits)) if hits else 0.0
 
 
 def group_means(ap_per_class, class_names, class_groups):
@@ -136,6 +160,11 @@ def score(detections, gts, source, metrics, class_groups=None):
       results.update({f"{name}/mAP/{group}": value for group, value in groups.items()})
       per_group = "".join(f"  mean over {group}: {value:.4f}\n" for group, value in groups.items())
       report.append(f"{name.upper()} mAP@0.5 = {voc_result['mAP']:.4f}\n{per_class}\n{per_group}")
+  for name, k in CLASSIFICATION_METRICS.items():
+    if name in metrics:
+      results[f"classification/{name}"] = top_k_accuracy(detections, gts, k)
+      report.append(f"top-{k} accuracy = {results[f'classification/{name}']:.4f} "
+                    f"({len(detections)} images)")
   return results, "\n".join(report)
 
 

@@ -9,6 +9,7 @@ Orbax writes to a temporary directory and renames it when complete, so a run kil
 import os
 
 import flax
+from flax import traverse_util
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -78,3 +79,45 @@ def restore_arrays(workdir, step=None):
                           mngr.metadata(step).item_metadata["state"])
   restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   return jax.device_get(restored["state"]), step
+
+
+def transfer_matching(target, source):
+  """``(target with every array of ``source`` whose path and shape agree, the paths copied, the
+  paths whose shapes differ)``; both nested dicts of arrays, paths ``"a/b/c"``."""
+  flat_target = traverse_util.flatten_dict(target, sep="/")
+  flat_source = traverse_util.flatten_dict(source, sep="/")
+  copied = [p for p in flat_target if p in flat_source
+            and flat_source[p].shape == flat_target[p].shape]
+  mismatched = [p for p in flat_target if p in flat_source and p not in copied]
+  updated = dict(flat_target)
+  for path in copied:
+    updated[path] = jax.device_put(flat_source[path].astype(flat_target[path].dtype),
+                                   flat_target[path].sharding)
+  return traverse_util.unflatten_dict(updated, sep="/"), copied, mismatched
+
+
+def initialize_from(state, workdir, step=None):
+  """``(state, report)``: a fresh ``state`` whose parameters and model state (batch norm
+  statistics) start from those of ``workdir``'s checkpoint ``step`` (default: latest) wherever
+  the names and shapes agree, e.g. a detector from its backbone's classification pretraining
+  (``jaxdet.detectors.classifier``), or from a detector of other classes (its class layers then
+  keep their initialisation). The EMA weights, when kept, start from the same values; the step,
+  optimizer state and data position stay fresh. Nothing in common is an error."""
+  saved, saved_step = restore_arrays(workdir, step)
+  source = {"params": saved.get("ema_params") or saved["params"], **saved["model_state"]}
+  target = {"params": state.params, **state.model_state}
+  variables, copied, mismatched = transfer_matching(target, source)
+  if not copied:
+    raise ValueError(f"no array of {workdir} (step {saved_step}) has the name and shape of one "
+                     "of this model's: is config.train.init_from a run of the same backbone?")
+  params = variables.pop("params")
+  state = state.replace(params=params, model_state=variables,
+                        ema_params=params if state.ema_params else state.ema_params)
+  paths = traverse_util.flatten_dict(target, sep="/")
+  fresh = sorted({"/".join(p.split("/")[1:3]) for p in paths if p not in copied})
+  shown = ", ".join(fresh[:10]) + (f" and {len(fresh) - 10} more" if len(fresh) > 10 else "")
+  report = (f"initialised {len(copied)} of {len(paths)} arrays from {workdir} (step "
+            f"{saved_step}); layers left at their initialisation: {shown or 'none'}")
+  if mismatched:
+    report += f"; not copied, shapes differ: {', '.join(mismatched)}"
+  return state, report

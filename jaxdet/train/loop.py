@@ -116,24 +116,36 @@ def agreed_stop(requested, at_log_step):
 
 
 def load_sources(config):
-  """``(detection source, classification source or None)`` of the training data."""
+  """``(detection source or None, classification source or None)`` of the training data
+  (``config.data.train`` and ``config.data.classification``; "" for none). The model's classes
+  must be the detection set's, or the classification set's when it trains on that alone."""
   data_dir = config.data.data_dir or None
-  train = sources.build_source(config.data.train, data_dir, config.data.coco_json_dir)
-  if train.num_classes != config.model.num_classes:
-    raise ValueError(f"config.model.num_classes = {config.model.num_classes} but dataset "
-                     f"{train.name} has {train.num_classes} classes; set "
-                     f"--config.model.num_classes={train.num_classes}")
+  train = (sources.build_source(config.data.train, data_dir, config.data.coco_json_dir)
+           if config.data.train else None)
   classification = (sources.build_classification_source(config.data.classification, data_dir)
                     if config.data.classification else None)
+  labelled_by = train or classification
+  if labelled_by is None:
+    raise ValueError("no training data: set config.data.train and/or config.data.classification")
+  if labelled_by.num_classes != config.model.num_classes:
+    raise ValueError(f"config.model.num_classes = {config.model.num_classes} but dataset "
+                     f"{labelled_by.name} has {labelled_by.num_classes} classes; set "
+                     f"--config.model.num_classes={labelled_by.num_classes}")
   return train, classification
+
+
+def describe_sources(train, classification):
+  """E.g. ``"118287 detection images (coco/2017:train) and 1281167 classification images
+  (imagenet2012:train)"``."""
+  return " and ".join(f"{len(source)} {kind} images ({source.name})" for kind, source in
+                      (("detection", train), ("classification", classification)) if source)
 
 
 def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
   """Evaluates ``state`` with ``config.eval.metrics`` (none: skipped) and records the results."""
   if not config.eval.metrics:
     return {}
-  source = sources.build_source(config.data.eval, config.data.data_dir or None,
-                                config.data.coco_json_dir)
+  source = evaluator.build_eval_source(config)
   step = int(jax.device_get(state.step))
   start = time.time()
   results, report = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
@@ -162,15 +174,14 @@ def train(config, workdir, devices=None):
                      f"multiples of the {mesh.size} devices")
   detector = detectors.build(config.model)
   dataset_source, classification_source = load_sources(config)
+  class_names = (dataset_source or classification_source).class_names   # the dataset's own
   train_source, classification_source = detector.training_sources(dataset_source,
                                                                   classification_source)
   issues = sanitize.DataIssues()
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
-  log.info("%s on %d devices; %d parameters; %d training images (%s)%s", config.model.family,
-           mesh.size, sum(x.size for x in jax.tree.leaves(state.params)),
-           len(train_source), train_source.name,
-           f" and {len(classification_source)} classification images "
-           f"({classification_source.name})" if classification_source else "")
+  log.info("%s on %d devices; %d parameters; %s", config.model.family, mesh.size,
+           sum(x.size for x in jax.tree.leaves(state.params)),
+           describe_sources(train_source, classification_source))
 
   # ------------------------------------------------------------------- Restore checkpoint.
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
@@ -179,12 +190,16 @@ def train(config, workdir, devices=None):
     state, examples_seen = checkpoint.restore(mngr, state)
     log.info("resumed from %s at step %d (%d examples seen)", checkpoint.checkpoint_dir(workdir),
              int(state.step), examples_seen)
+  elif config.train.init_from:
+    state, report = checkpoint.initialize_from(state, config.train.init_from)
+    log.info("%s", report)
   last_checkpoint = int(state.step)
 
   # ------------------------------------------------------------------------------- Train.
   train_step = state_lib.jit_train_step(detector, tx, schedule, config.train.ema_decay, mesh)
+  labels_of = train_source or classification_source     # the loss's labels (e.g. tree nodes)
   batches = pipeline.train_dataset(
-      train_source, config.data, num_classes=train_source.num_classes,
+      train_source, config.data, num_classes=labels_of.num_classes,
       global_batch_size=batch_size, start_example=examples_seen, seed=config.seed, issues=issues,
       process_index=jax.process_index(), process_count=jax.process_count(),
       augment=augment.build(config.data), classification=classification_source,
@@ -221,7 +236,7 @@ def train(config, workdir, devices=None):
                               **{f"data_issues/{k}": v for k, v in issues.snapshot().items()}})
           pending, interval_start, interval_step = [], now, step
         if save_now:
-          checkpoint.save(mngr, state, examples_seen, dataset_source.class_names, config)
+          checkpoint.save(mngr, state, examples_seen, class_names, config)
           last_checkpoint = step
         if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
           watchdog.disarm()  # evaluation's length depends on the eval set, not on a step

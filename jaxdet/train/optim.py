@@ -13,10 +13,13 @@ def learning_rate_schedule(cfg, total_steps):
   * ``"step"``: multiply by ``decay_factor`` at each absolute step in ``decay_steps``
     (Detectron's 1x: 0.1 at 60k and 80k of 90k);
   * ``"cosine"``: half-cosine from 1 to 0 over the steps after warmup;
+  * ``"poly"``: ``(1 - step / total_steps) ** power`` (darknet's ``policy=poly``; YOLOv2's
+    classifier pretraining, Sec. 3: "polynomial rate decay with a power of 4");
   * ``"constant"``: 1.
   """
-  if cfg.name not in ("step", "cosine", "constant"):
-    raise ValueError(f"unknown schedule {cfg.name!r}; use 'step', 'cosine' or 'constant'")
+  if cfg.name not in ("step", "cosine", "poly", "constant"):
+    raise ValueError(f"unknown schedule {cfg.name!r}; use 'step', 'cosine', 'poly' or "
+                     "'constant'")
   boundaries = jnp.asarray(sorted(cfg.get("decay_steps", ())) or [total_steps + 1], jnp.int32)
   warmup = max(int(cfg.warmup_steps), 0)
 
@@ -29,6 +32,8 @@ def learning_rate_schedule(cfg, total_steps):
     elif cfg.name == "cosine":
       progress = jnp.clip((step - warmup) / max(total_steps - warmup, 1), 0.0, 1.0)
       decay_mult = 0.5 * (1 + jnp.cos(math.pi * progress))
+    elif cfg.name == "poly":
+      decay_mult = jnp.clip(1 - step / max(total_steps, 1), 0.0, 1.0) ** cfg.power
     else:
       decay_mult = 1.0
     return cfg.base_lr * warmup_mult * decay_mult

@@ -88,8 +88,28 @@ def test_joint_loader_interleaves_by_position(detection_source, class_dir):
                                                                ITEM_COLOURS[2], ITEM_COLOURS[0]]
   assert examples[1][1].shape == (0, 4) and examples[1][2].shape == (0,)
   assert issues.snapshot()["corrupt_image"] == 1
-  with pytest.raises(ValueError, match="positive detection share"):
+  with pytest.raises(ValueError, match="positive detection share exactly"):
     pipeline.JointLoader(detection, classification, (1, 0))
+  with pytest.raises(ValueError, match="positive detection share exactly"):
+    pipeline.JointLoader(None, classification, (1, 1))
+
+
+def test_a_classifier_stream_holds_classification_images_only(class_dir):
+  """No detection source (a classifier): position p is classification record p of the
+  source's order; unshuffled, items 0, 1, 2, then the undecodable one is replaced by item 0."""
+  issues = sanitize.DataIssues()
+  classification = pipeline.RecordLoader(sources.ImageFolderSource(str(class_dir)), 2, 0, 0,
+                                         issues, shuffle=False)
+  loader = pipeline.JointLoader(None, classification, (1, 0))
+  examples = [loader.train_example(p) for p in range(4)]
+  assert [colour_of(e[0]) for e in examples] == ITEM_COLOURS + ITEM_COLOURS[:1]
+  assert [int(e[3]) for e in examples] == ITEM_LABELS + [0]
+  batches = test_pipeline.train_batches(None, 2, classification=sources.ImageFolderSource(
+      str(class_dir)), seed=1)
+  for batch in batches:
+    assert set(batch["image_label"]) <= {0, 1} and not batch["mask"].any()
+  with pytest.raises(ValueError, match="no training images"):
+    test_pipeline.train_batches(None, 1)
 
 
 def test_classification_labels_out_of_range_are_counted_and_skipped(class_dir):

@@ -33,9 +33,19 @@ def test_cosine_schedule():
   np.testing.assert_allclose(lr(1100), 0.0, atol=1e-9)
 
 
+def test_poly_schedule():
+  """darknet's policy=poly: base * (1 - step / total) ** power, e.g. 0.1 * 0.5 ** 4."""
+  lr = optim.learning_rate_schedule(schedule_config(name="poly", power=4.0, base_lr=0.1,
+                                                    warmup_steps=0), 1000)
+  np.testing.assert_allclose(lr(0), 0.1, rtol=1e-6)
+  np.testing.assert_allclose(lr(500), 0.1 * 0.0625, rtol=1e-5)
+  np.testing.assert_allclose(lr(900), 0.1 * 1e-4, rtol=1e-4)
+  np.testing.assert_allclose(lr(1000), 0.0, atol=1e-12)
+
+
 def test_unknown_schedule_and_optimizer_are_errors():
   with pytest.raises(ValueError, match="unknown schedule"):
-    optim.learning_rate_schedule(schedule_config(name="poly"), 10)
+    optim.learning_rate_schedule(schedule_config(name="exponential"), 10)
   with pytest.raises(ValueError, match="unknown optimizer"):
     optim.build_optimizer(ml_collections.ConfigDict(dict(
         name="lamb", grad_clip_norm=0.0, weight_decay=0.0, decay_norm_params=False)), 0.1)

@@ -1,0 +1,112 @@
+"""Classification pretraining of the detectors' backbones, as their papers do before detecting:
+
+* YOLOv1 (Sec. 2.2): "the first 20 convolutional layers from Figure 3 followed by a
+  average-pooling layer and a fully connected layer", on ImageNet at 224x224;
+* YOLOv2 (Sec. 3 "Training for classification"): Darknet-19 on ImageNet, 160 epochs at 224,
+  then 10 epochs at 448 (Table 6: the 1x1 convolution to the classes, then global average
+  pooling);
+* YOLOv3 (Sec. 2.4, Table 2): Darknet-53 on ImageNet at 256.
+
+A classifier is one more family behind the :class:`base.Detector` interface, so it trains
+through the same sharded step, pipeline, checkpoints and evaluation as the detectors:
+
+* ``config.trunk`` names the network (``TRUNKS``), ``config.backbone`` holds its settings
+  (those of the detector's backbone config: ``stages``, ``batch_norm``, widths, blocks);
+* the trunk lives under the same name as in its detector (``net`` for YOLOv1, ``backbone`` for
+  Darknet-19/53), so a detector trained with ``config.train.init_from=<this run's workdir>``
+  starts from every array whose name and shape agree (``jaxdet.train.checkpoint``);
+* training reads only classification images (``config.data.classification``: ``digit_crops``,
+  ``imagenet2012``, ``folder:DIR``), the batches' ``image_label``;
+* the loss is the softmax cross-entropy of the image's class, averaged over the global batch;
+* ``decode`` gives the ``TOP_K`` most probable classes as boxes covering the whole image, so the
+  evaluator's ``top1`` / ``top5`` accuracy and ``scripts/predict.py`` work unchanged.
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdet.detectors import base
+from jaxdet.models import darknet
+from jaxdet.models import yolo_v1_net
+from jaxdet.ops import losses
+
+TOP_K = 5   # the classes decode() returns per image: ImageNet's top-5 accuracy
+
+
+def nested_tuples(value):
+  return tuple(map(nested_tuples, value)) if isinstance(value, (list, tuple)) else value
+
+
+def yolo_v1_trunk(backbone, num_classes, dtype):
+  return "net", functools.partial(
+      yolo_v1_net.YOLOv1Classifier, num_classes=num_classes,
+      stages=nested_tuples(backbone.stages), batch_norm=backbone.batch_norm, dtype=dtype)
+
+
+def darknet19_trunk(backbone, num_classes, dtype):
+  return "backbone", functools.partial(darknet.Darknet19, num_classes=num_classes,
+                                       stages=nested_tuples(backbone.stages), dtype=dtype)
+
+
+def darknet53_trunk(backbone, num_classes, dtype):
+  return "backbone", functools.partial(
+      darknet.Darknet53, num_classes=num_classes, stem_width=backbone.stem_width,
+      stage_widths=tuple(backbone.stage_widths), blocks=tuple(backbone.blocks), dtype=dtype)
+
+
+# trunk -> (backbone config, classes, dtype) -> (name in the detector's variables, module
+# factory taking ``name``); each module maps images to a dict with ``logits [B, K]``.
+TRUNKS = {"yolo_v1": yolo_v1_trunk, "darknet19": darknet19_trunk, "darknet53": darknet53_trunk}
+
+
+class ClassifierModel(nn.Module):
+  make_trunk: callable     # name -> the trunk module
+  trunk_name: str
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    return {"logits": self.make_trunk(name=self.trunk_name)(images, train)["logits"]}
+
+
+class Classifier(base.Detector):
+  """An image classifier behind the :class:`base.Detector` interface (see the module doc)."""
+
+  def __init__(self, config):
+    if config.trunk not in TRUNKS:
+      raise ValueError(f"model.trunk={config.trunk!r}: choose from {tuple(TRUNKS)}")
+    self.config = config
+    name, make_trunk = TRUNKS[config.trunk](config.backbone, config.num_classes,
+                                            jnp.dtype(config.dtype))
+    super().__init__(ClassifierModel(make_trunk=make_trunk, trunk_name=name), config.num_classes)
+
+  def training_sources(self, detection, classification):
+    if detection is not None or classification is None:
+      raise ValueError("a classifier trains on classification images only: set "
+                       "config.data.train='' and config.data.classification (e.g. "
+                       "'digit_crops:train', 'imagenet2012:train' or 'folder:DIR')")
+    return None, classification
+
+  def loss(self, outputs, batch):
+    """Mean over the global batch of ``-log softmax(logits)[image_label]``; the metrics add the
+    batch's top-1 accuracy."""
+    logits, labels = outputs["logits"], batch["image_label"]
+    class_loss = jnp.mean(losses.softmax_cross_entropy(logits, labels))
+    accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    return class_loss, {"class_loss": class_loss, "top1_accuracy": accuracy}
+
+  def decode(self, outputs, image_size):
+    """The ``TOP_K`` most probable classes, best first, each a box over the whole input with
+    its softmax probability as the score."""
+    probabilities = jax.nn.softmax(outputs["logits"], axis=-1)
+    scores, classes = jax.lax.top_k(probabilities, min(TOP_K, self.num_classes))
+    height, width = image_size
+    whole = jnp.asarray([0.0, 0.0, width, height], jnp.float32)
+    return base.Detections(boxes=jnp.broadcast_to(whole, (*scores.shape, 4)), scores=scores,
+                           classes=classes.astype(jnp.int32),
+                           valid=jnp.ones(scores.shape, jnp.bool_))
+
+
+def build(config):
+  return Classifier(config)
