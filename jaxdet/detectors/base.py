@@ -66,6 +66,11 @@ class Detector(abc.ABC):
     return tuple(class_names)
 
 
+def nested_tuples(value):
+  """Lists in a config (e.g. a network's stage lists) as nested tuples, hashable for Flax."""
+  return tuple(map(nested_tuples, value)) if isinstance(value, (list, tuple)) else value
+
+
 def safe_normalizer(count):
   """``max(1, count)`` as float32: the loss of a batch without positives is its raw sum (0 for
   the positive-only terms) rather than NaN."""

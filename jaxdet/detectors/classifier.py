@@ -35,19 +35,15 @@ from jaxdet.ops import losses
 TOP_K = 5   # the classes decode() returns per image: ImageNet's top-5 accuracy
 
 
-def nested_tuples(value):
-  return tuple(map(nested_tuples, value)) if isinstance(value, (list, tuple)) else value
-
-
 def yolo_v1_trunk(backbone, num_classes, dtype):
   return "net", functools.partial(
       yolo_v1_net.YOLOv1Classifier, num_classes=num_classes,
-      stages=nested_tuples(backbone.stages), batch_norm=backbone.batch_norm, dtype=dtype)
+      stages=base.nested_tuples(backbone.stages), batch_norm=backbone.batch_norm, dtype=dtype)
 
 
 def darknet19_trunk(backbone, num_classes, dtype):
   return "backbone", functools.partial(darknet.Darknet19, num_classes=num_classes,
-                                       stages=nested_tuples(backbone.stages), dtype=dtype)
+                                       stages=base.nested_tuples(backbone.stages), dtype=dtype)
 
 
 def darknet53_trunk(backbone, num_classes, dtype):

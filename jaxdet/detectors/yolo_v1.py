@@ -123,8 +123,8 @@ class YOLOv1(base.Detector):
     net = yolo_v1_net.YOLOv1Net(
         grid_size=config.grid_size,
         outputs_per_cell=5 * config.boxes_per_cell + config.num_classes,
-        stages=tuple(tuple(tuple(conv) for conv in stage) for stage in net_config.stages),
-        fc_layers=tuple(tuple(fc) for fc in net_config.fc_layers),
+        stages=base.nested_tuples(net_config.stages),
+        fc_layers=base.nested_tuples(net_config.fc_layers),
         dropout_rate=net_config.dropout_rate, batch_norm=net_config.batch_norm,
         dtype=jnp.dtype(config.dtype))
     super().__init__(YOLOv1Model(net=net), config.num_classes)

@@ -88,7 +88,7 @@ class YOLOv2(base.Detector):
     self.priors_cells = yolo_slots.read_priors(config, "priors_cells")
     model = YOLOv2Model(num_classes=class_outputs or config.num_classes,
                         num_priors=len(self.priors_cells),
-                        stages=tuple(tuple(map(tuple, s)) for s in config.backbone.stages),
+                        stages=base.nested_tuples(config.backbone.stages),
                         head_width=config.head_width,
                         passthrough_width=config.passthrough_width,
                         dtype=jnp.dtype(config.dtype))

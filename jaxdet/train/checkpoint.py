@@ -86,9 +86,9 @@ def transfer_matching(target, source):
   paths whose shapes differ)``; both nested dicts of arrays, paths ``"a/b/c"``."""
   flat_target = traverse_util.flatten_dict(target, sep="/")
   flat_source = traverse_util.flatten_dict(source, sep="/")
-  copied = [p for p in flat_target if p in flat_source
-            and flat_source[p].shape == flat_target[p].shape]
-  mismatched = [p for p in flat_target if p in flat_source and p not in copied]
+  shared = [p for p in flat_target if p in flat_source]
+  copied = [p for p in shared if flat_source[p].shape == flat_target[p].shape]
+  mismatched = [p for p in shared if flat_source[p].shape != flat_target[p].shape]
   updated = dict(flat_target)
   for path in copied:
     updated[path] = jax.device_put(flat_source[path].astype(flat_target[path].dtype),
@@ -113,7 +113,7 @@ def initialize_from(state, workdir, step=None):
   params = variables.pop("params")
   state = state.replace(params=params, model_state=variables,
                         ema_params=params if state.ema_params else state.ema_params)
-  paths = traverse_util.flatten_dict(target, sep="/")
+  paths, copied = traverse_util.flatten_dict(target, sep="/"), set(copied)
   fresh = sorted({"/".join(p.split("/")[1:3]) for p in paths if p not in copied})
   shown = ", ".join(fresh[:10]) + (f" and {len(fresh) - 10} more" if len(fresh) > 10 else "")
   report = (f"initialised {len(copied)} of {len(paths)} arrays from {workdir} (step "
