@@ -11,6 +11,7 @@ from jaxdet.data import pipeline
 from jaxdet.data import sources
 from jaxdet.evaluation import coco
 from jaxdet.evaluation import voc
+from jaxdet.models import conv
 from jaxdet.train import sharding
 from jaxdet.train import state as state_lib
 
@@ -44,7 +45,8 @@ def make_detect_fn(detector, image_size, mesh, display=False):
   decodes and runs NMS for its own images, and each host keeps its own images' detections."""
   return jax.jit(state_lib.make_predict_step(detector, image_size, display),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                 out_shardings=sharding.batch_sharded(mesh))
+                 out_shardings=sharding.batch_sharded(mesh),
+                 compiler_options=conv.cpu_compiler_options())
 
 
 def detect_all(detector, variables, source, config, mesh, issues, display=False):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdet.models import conv
 from jaxdet.train import optim
 from jaxdet.train import sharding
 
@@ -79,7 +80,7 @@ def jit_train_step(detector, tx, schedule, ema_decay, mesh):
   return jax.jit(make_train_step(detector, tx, schedule, ema_decay),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
-                 donate_argnums=(0,))
+                 donate_argnums=(0,), compiler_options=conv.cpu_compiler_options())
 
 
 def make_predict_step(detector, image_size, display=False):

@@ -43,28 +43,37 @@ def test_values_and_gradients_match_xla_in_float64(size, cin, cout, k, stride, d
       np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
 
 
-def test_kernel_gradient_against_a_brute_force_loop():
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(1, 5, 6, 2))
-  dy = rng.normal(size=(1, 3, 3, 3))        # 3x3 kernel, stride 2, padding 1 -> 3 x 3 outputs
-  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  want = np.zeros((3, 3, 2, 3))
-  for i in range(3):
-    for j in range(3):
-      for y in range(3):
-        for xx in range(3):
-          want[i, j] += np.outer(xp[0, 2 * y + i, 2 * xx + j], dy[0, y, xx])
-  with jax.enable_x64():
-    got = conv.kernel_gradient(jnp.asarray(x), jnp.asarray(dy), (3, 3, 2, 3), (2, 2),
-                               ((1, 1), (1, 1)), (1, 1))
-  np.testing.assert_allclose(got, want, rtol=1e-10)
-
-
-def test_bfloat16_inputs_keep_their_dtype():
+@pytest.mark.parametrize("k", [1, 3])
+def test_bfloat16_inputs_keep_their_dtype(k):
   x = jnp.ones((1, 8, 8, 4), jnp.bfloat16)
-  w = jnp.ones((3, 3, 4, 2), jnp.bfloat16)
+  w = jnp.ones((k, k, 4, 2), jnp.bfloat16)
   grads = jax.grad(lambda a, b: ours(a, b, 1, 1).astype(jnp.float32).sum(), (0, 1))(x, w)
   assert ours(x, w, 1, 1).dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+
+
+@pytest.mark.parametrize("size,cin,cout,k,stride,dilation", [SHAPES[1], SHAPES[3], SHAPES[5]])
+def test_cpu_compiler_options_keep_values_and_gradients(size, cin, cout, k, stride, dilation):
+  """Compiled with ``cpu_compiler_options`` (Eigen's convolutions, not YNNPACK's), the
+  convolution and both its gradients still equal XLA's in float64, to float32 rounding."""
+  rng = np.random.default_rng(size)
+  x = rng.normal(size=(2, size, size, cin))
+  w = rng.normal(size=(k, k, cin, cout))
+  dy = rng.normal(size=reference(x, w, stride, dilation).shape)
+  with jax.enable_x64():
+    want, want_vjp = jax.vjp(lambda a, b: reference(a, b, stride, dilation), x, w)
+    want_grads = want_vjp(dy)
+
+  def conv_and_grads(a, b, g):
+    y, vjp = jax.vjp(lambda a_, b_: ours(a_, b_, stride, dilation), a, b)
+    return (y, *vjp(g))
+
+  args = [np.float32(a) for a in (x, w, dy)]
+  compiled = jax.jit(conv_and_grads, compiler_options=conv.cpu_compiler_options()).lower(
+      *args).compile()
+  if k > 1:   # a 1x1 convolution is a matrix product, which YNNPACK keeps
+    assert "__ynn_fusion" not in compiled.as_text()
+  for got, ref in zip(compiled(*args), (want, *want_grads)):
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("shape", [(2, 9, 12, 3), (1, 8, 8, 2)])
