@@ -118,13 +118,10 @@ def main(argv):
 
 def step_costs(detector, tx, schedule, state, batch, mesh):
   """Parameters, FLOPs per image of the train step and of the forward pass (XLA's cost
-  analysis of the global program, with XLA's own convolutions),
-  and the all-reduces in the step compiled for ``mesh``."""
-  conv.USE_CPU_FORMS = False
+  analysis of the global program) and the all-reduces in the step compiled for ``mesh``."""
   train = jax.jit(state_lib.make_train_step(detector, tx, schedule)).lower(state, batch)
   forward = jax.jit(lambda v, x: detector.apply(v, x)[0]).lower(state.eval_variables(),
                                                                 batch["image"])
-  conv.USE_CPU_FORMS = True
   compiled = state_lib.jit_train_step(detector, tx, schedule, 0.0, mesh).lower(
       state, batch).compile().as_text()
   images = batch["image"].shape[0]
@@ -207,9 +204,7 @@ def benchmark():
       record("train" + suffix, time_calls(train_once, _STEPS.value))
       state = holder["state"]
     if "inference" in _PARTS.value:
-      predict = jax.jit(state_lib.make_predict_step(detector, (size, size)),
-                        in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                        compiler_options=conv.cpu_compiler_options())
+      predict = state_lib.jit_predict_step(detector, (size, size), mesh)
       variables = state.eval_variables()
       record("inference" + suffix,
              time_calls(lambda: predict(variables, batch["image"]), _STEPS.value))

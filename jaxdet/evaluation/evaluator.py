@@ -11,7 +11,6 @@ from jaxdet.data import pipeline
 from jaxdet.data import sources
 from jaxdet.evaluation import coco
 from jaxdet.evaluation import voc
-from jaxdet.models import conv
 from jaxdet.train import sharding
 from jaxdet.train import state as state_lib
 
@@ -40,15 +39,6 @@ def to_original_pixels(boxes, scale, height, width):
   return np.clip(boxes, 0.0, [width, height, width, height])
 
 
-def make_detect_fn(detector, image_size, mesh, display=False):
-  """Jitted ``(variables, images) -> Detections``, batch-sharded in and out: every device
-  decodes and runs NMS for its own images, and each host keeps its own images' detections."""
-  return jax.jit(state_lib.make_predict_step(detector, image_size, display),
-                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
-                 out_shardings=sharding.batch_sharded(mesh),
-                 compiler_options=conv.cpu_compiler_options())
-
-
 def detect_all(detector, variables, source, config, mesh, issues, display=False):
   """Detections of every image of ``source``, on every host: stacked numpy arrays ``boxes``
   (input pixels), ``scores``, ``classes``, ``valid`` and the images' ``image_id``, ``scale``,
@@ -56,7 +46,8 @@ def detect_all(detector, variables, source, config, mesh, issues, display=False)
   if config.eval.batch_size % mesh.size:
     raise ValueError(f"eval batch size {config.eval.batch_size} must be a multiple of the "
                      f"{mesh.size} devices")
-  detect_batch = make_detect_fn(detector, tuple(config.data.image_size), mesh, display)
+  detect_batch = state_lib.jit_predict_step(detector, tuple(config.data.image_size), mesh,
+                                            display)
   dataset = pipeline.eval_dataset(source, config.data, batch_size=config.eval.batch_size,
                                   issues=issues, process_index=jax.process_index(),
                                   process_count=jax.process_count())

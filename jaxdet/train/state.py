@@ -93,3 +93,12 @@ def make_predict_step(detector, image_size, display=False):
     return decode(outputs, image_size)
 
   return predict_step
+
+
+def jit_predict_step(detector, image_size, mesh, display=False):
+  """The predict step compiled for ``mesh``, batch-sharded in and out: every device decodes and
+  runs NMS for its own images, and each host keeps its own images' detections."""
+  return jax.jit(make_predict_step(detector, image_size, display),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.batch_sharded(mesh),
+                 compiler_options=conv.cpu_compiler_options())

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdet.models import conv
 from jaxdet.models import darknet
 
 # darknet's cfg/darknet19.cfg, layer by layer: ("conv", filters, size) or ("max",).
@@ -64,11 +63,7 @@ def test_operations_at_224_are_the_papers_5_58_billion():
   model = darknet.Darknet19(num_classes=1000)
   x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))
-  conv.USE_CPU_FORMS = False  # XLA's convolutions, which its cost analysis counts exactly
-  try:
-    flops = jax.jit(model.apply).lower(variables, x).cost_analysis()["flops"]
-  finally:
-    conv.USE_CPU_FORMS = True
+  flops = jax.jit(model.apply).lower(variables, x).cost_analysis()["flops"]
   # XLA counts the taps inside the image only, plus batch norm, leaky ReLU, pooling and the mean
   # (~1% on top).
   assert cfg_operations(skip_padding=True) <= flops <= 1.02 * cfg_operations(skip_padding=True)

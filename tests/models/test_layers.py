@@ -28,8 +28,9 @@ def ours(x, w, stride, dilation):
       dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, conv.NHWC))
 
 
-@pytest.mark.parametrize("size,cin,cout,k,stride,dilation", SHAPES)
-def test_values_and_gradients_match_xla_in_float64(size, cin, cout, k, stride, dilation):
+def inputs_and_reference(size, cin, cout, k, stride, dilation):
+  """Random ``(x, w, dy)`` and XLA's convolution with its input and kernel gradients, in
+  float64."""
   rng = np.random.default_rng(size)
   x = rng.normal(size=(2, size, size, cin))
   w = rng.normal(size=(k, k, cin, cout))
@@ -37,9 +38,15 @@ def test_values_and_gradients_match_xla_in_float64(size, cin, cout, k, stride, d
   with jax.enable_x64():
     x, w, dy = (jnp.asarray(a, jnp.float64) for a in (x, w, dy))
     want, want_vjp = jax.vjp(lambda a, b: reference(a, b, stride, dilation), x, w)
+    return (x, w, dy), (want, *want_vjp(dy))
+
+
+@pytest.mark.parametrize("size,cin,cout,k,stride,dilation", SHAPES)
+def test_values_and_gradients_match_xla_in_float64(size, cin, cout, k, stride, dilation):
+  (x, w, dy), wants = inputs_and_reference(size, cin, cout, k, stride, dilation)
+  with jax.enable_x64():
     got, got_vjp = jax.vjp(lambda a, b: ours(a, b, stride, dilation), x, w)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    for g, r in zip(got_vjp(dy), want_vjp(dy)):
+    for g, r in zip((got, *got_vjp(dy)), wants):
       np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10)
 
 
@@ -55,24 +62,18 @@ def test_bfloat16_inputs_keep_their_dtype(k):
 def test_cpu_compiler_options_keep_values_and_gradients(size, cin, cout, k, stride, dilation):
   """Compiled with ``cpu_compiler_options`` (Eigen's convolutions, not YNNPACK's), the
   convolution and both its gradients still equal XLA's in float64, to float32 rounding."""
-  rng = np.random.default_rng(size)
-  x = rng.normal(size=(2, size, size, cin))
-  w = rng.normal(size=(k, k, cin, cout))
-  dy = rng.normal(size=reference(x, w, stride, dilation).shape)
-  with jax.enable_x64():
-    want, want_vjp = jax.vjp(lambda a, b: reference(a, b, stride, dilation), x, w)
-    want_grads = want_vjp(dy)
+  inputs, wants = inputs_and_reference(size, cin, cout, k, stride, dilation)
 
   def conv_and_grads(a, b, g):
     y, vjp = jax.vjp(lambda a_, b_: ours(a_, b_, stride, dilation), a, b)
     return (y, *vjp(g))
 
-  args = [np.float32(a) for a in (x, w, dy)]
+  args = [np.float32(a) for a in inputs]
   compiled = jax.jit(conv_and_grads, compiler_options=conv.cpu_compiler_options()).lower(
       *args).compile()
   if k > 1:   # a 1x1 convolution is a matrix product, which YNNPACK keeps
     assert "__ynn_fusion" not in compiled.as_text()
-  for got, ref in zip(compiled(*args), (want, *want_grads)):
+  for got, ref in zip(compiled(*args), wants):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
