@@ -31,7 +31,7 @@ def cpu_compiler_options():
   other (BENCHMARKS.md): the kernel gradient of a 256->256 3x3 convolution at 2 x 64x64 in
   51 ms against 240 ms, and of VGG's 64->64 at 4 x 300x300 in 254 ms against 1,172 ms; against
   YNNPACK's convolutions with the hand-written per-tap kernel gradients this replaced, the train
-  steps of RetinaNet R50-FPN 512 1.12x faster, SSD300 1.21x, YOLOv3-416 1.04-1.12x, and their
+  steps of RetinaNet R50-FPN 512 1.12x faster, SSD300 1.21x, YOLOv3-416 1.10x, and their
   inference 1.20x, 1.15x and 1.3x.
   """
   if not (USE_CPU_FORMS and jax.default_backend() == "cpu"):
