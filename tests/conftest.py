@@ -6,8 +6,13 @@ import os
 import shutil
 import tempfile
 
+# LLVM's optimisation level 0 for the compiled programs: the tests compile hundreds of tiny
+# programs and run each a few times, so compiling dominates; level 0 compiles them ~1.5x faster
+# and computes the same IEEE float results (the whole suite: 11 min 35 s -> 9 min 22 s).
+# Benchmarks and training runs keep XLA's default level.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

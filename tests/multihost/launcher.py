@@ -1,6 +1,7 @@
 """Runs a script as one multi-host JAX job of N local processes (gloo collectives on the CPU),
 the way a user launches it by hand on N hosts."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,8 +25,12 @@ class Job:
   def __init__(self, script, args, num_processes, devices_per_process, logdir,
                heartbeat_timeout_s=100):
     os.makedirs(logdir, exist_ok=True)
+    # The tests' XLA flags (conftest.py), with this job's device count.
+    xla_flags = re.sub(r"--xla_force_host_platform_device_count=\d+",
+                       f"--xla_force_host_platform_device_count={devices_per_process}",
+                       os.environ.get("XLA_FLAGS", ""))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
+           "XLA_FLAGS": xla_flags}
     port = free_port()
     self.log_paths, self.processes = [], []
     for i in range(num_processes):
