@@ -12,6 +12,7 @@ import flax
 from flax import traverse_util
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -51,9 +52,11 @@ def restore(mngr, target_state, step=None):
 
 def read_only(workdir, step=None):
   """``(manager, step)`` for reading checkpoint ``step`` (default: latest) of a workdir."""
+  # create/save_interval_steps as read_only forces them (Orbax otherwise warns that it does).
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
   mngr = ocp.CheckpointManager(
-      checkpoint_dir(workdir), options=ocp.CheckpointManagerOptions(read_only=True),
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
+      checkpoint_dir(workdir), options=options,
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                      "data": ocp.JsonCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
   step = mngr.latest_step() if step is None else step
   if step is None:
@@ -70,15 +73,17 @@ def saved_run(workdir, step=None):
           step)
 
 
-def restore_arrays(workdir, step=None):
+def restore_arrays(workdir, step=None, parts=None):
   """``(state as a dict of numpy arrays, step)`` of checkpoint ``step`` (default: latest),
-  without building the model: for inspecting and comparing runs."""
+  without building the model: for inspecting and comparing runs. ``parts``: the top-level
+  entries of the state to read (e.g. ``("params",)``); the others are not read from disk."""
   mngr, step = read_only(workdir, step)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                          mngr.metadata(step).item_metadata["state"])
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-  return jax.device_get(restored["state"]), step
+  saved = dict(mngr.metadata(step).item_metadata["state"])
+  wanted = {k: v for k, v in saved.items() if parts is None or k in parts}
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=wanted, restore_args=as_numpy, partial_restore=parts is not None)))
+  return restored["state"], step
 
 
 def transfer_matching(target, source):
@@ -102,8 +107,10 @@ def initialize_from(state, workdir, step=None):
   the names and shapes agree, e.g. a detector from its backbone's classification pretraining
   (``jaxdet.detectors.classifier``), or from a detector of other classes (its class layers then
   keep their initialisation). The EMA weights, when kept, start from the same values; the step,
-  optimizer state and data position stay fresh. Nothing in common is an error."""
-  saved, saved_step = restore_arrays(workdir, step)
+  optimizer state and data position stay fresh (the saved optimizer state is not even read).
+  Nothing in common is an error."""
+  saved, saved_step = restore_arrays(workdir, step, parts=("params", "ema_params",
+                                                           "model_state"))
   source = {"params": saved.get("ema_params") or saved["params"], **saved["model_state"]}
   target = {"params": state.params, **state.model_state}
   variables, copied, mismatched = transfer_matching(target, source)

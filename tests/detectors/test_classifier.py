@@ -154,6 +154,11 @@ def test_pretraining_starts_a_detector(shapes_folder, scenes_dir, tmp_path):
   assert set(results) == {"classification/top1", "classification/top5"}
   assert results["classification/top5"] == 1.0               # 2 classes: always in the top 5
   saved, _ = checkpoint.restore_arrays(pretrained)
+  # Reading part of a checkpoint gives exactly those entries, the same arrays (init_from reads
+  # params, EMA and batch statistics only, not the optimizer state).
+  part, _ = checkpoint.restore_arrays(pretrained, parts=("params", "model_state"))
+  assert sorted(part) == ["model_state", "params"] and "opt_state" in saved
+  jax.tree.map(np.testing.assert_array_equal, part, {k: saved[k] for k in part})
 
   config = tiny_config(scenes_dir, yolo_v1_experiment, init_from=pretrained, total_steps=0)
   _, state, *_ = loop.train(config, str(tmp_path / "detector"))
