@@ -25,10 +25,10 @@ class Job:
   def __init__(self, script, args, num_processes, devices_per_process, logdir,
                heartbeat_timeout_s=100):
     os.makedirs(logdir, exist_ok=True)
-    # The tests' XLA flags (conftest.py), with this job's device count.
-    xla_flags = re.sub(r"--xla_force_host_platform_device_count=\d+",
-                       f"--xla_force_host_platform_device_count={devices_per_process}",
-                       os.environ.get("XLA_FLAGS", ""))
+    # The tests' XLA flags (conftest.py), with this job's device count instead of theirs.
+    xla_flags = (re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                        os.environ.get("XLA_FLAGS", ""))
+                 + f" --xla_force_host_platform_device_count={devices_per_process}").strip()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
            "XLA_FLAGS": xla_flags}
     port = free_port()
