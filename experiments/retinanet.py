@@ -12,10 +12,25 @@ Variants:
                     (the paper: shorter side 800) and padded, the static-shape form of TF Model
                     Garden's RetinaNet.
   r101_fpn_coco_1x  the same with ResNet-101.
+  resnet50_imagenet   the ImageNet ResNet-50 the paper starts from (Sec. 4 "Initialization"; He
+                      et al. 2016 Sec. 3.4), as a classifier whose weights carry RetinaNet's
+                      names: batch 256, SGD momentum 0.9, lr 0.1 divided by 10 at epochs 30 and
+                      60 of 90, weight decay 1e-4, 224x224 crops.
+  resnet101_imagenet  the same for ResNet-101.
+  pretrain_test       the smallest ResNet classifier, for tests.
+
+The COCO recipes fine-tune an ImageNet ResNet as Detectron does: batch norm frozen into a fixed
+affine map (``model.backbone_norm="frozen_batch_norm"``) and the stem and C2 stage frozen
+(``model.freeze_at=2``), so they need ``--config.train.init_from=<a resnet*_imagenet workdir>``;
+``--config.model.backbone_norm=batch_norm --config.model.freeze_at=0`` trains everything from
+scratch instead (global batch norm).
 
 Example:
+  python scripts/train.py --config=experiments/retinanet.py:resnet50_imagenet \
+      --workdir=runs/resnet50 --config.data.data_dir=/data/tfds
   python scripts/train.py --config=experiments/retinanet.py:r50_fpn_coco_1x \
-      --workdir=runs/r50 --config.data.data_dir=/data/tfds --config.model.dtype=bfloat16
+      --workdir=runs/r50 --config.data.data_dir=/data/tfds --config.model.dtype=bfloat16 \
+      --config.train.init_from=runs/resnet50
 """
 import ml_collections
 
@@ -28,6 +43,8 @@ def model_config(num_classes, backbone="resnet50"):
       family="retinanet",
       num_classes=num_classes,
       backbone=backbone,
+      backbone_norm="batch_norm",         # or "frozen_batch_norm" (ImageNet fine-tuning)
+      freeze_at=0,                        # Detectron2's FREEZE_AT (models/resnet.py)
       dtype="float32",                    # compute dtype; params stay float32
       min_level=3, max_level=7,           # P3-P7
       p6_input="C5",                      # Sec. 4: P6 by a 3x3 stride-2 conv on C5
@@ -48,6 +65,8 @@ def model_config(num_classes, backbone="resnet50"):
 def coco_1x(backbone):
   c = config_lib.base_config()
   c.model = model_config(80, backbone)
+  c.model.backbone_norm = "frozen_batch_norm"   # Detectron's AffineChannel
+  c.model.freeze_at = 2                          # Detectron's FREEZE_AT: stem and res2
   c.data.train, c.data.eval = "coco/2017:train", "coco/2017:validation"
   c.data.image_size = (1024, 1024)
   c.train.batch_size = 16
@@ -60,6 +79,15 @@ def coco_1x(backbone):
       decay_steps=(60_000, 80_000), decay_factor=0.1))
   c.eval.batch_size = 8
   return c
+
+
+def resnet_imagenet(architecture):
+  """He et al. 2016 Sec. 3.4, as torchvision trains its ResNets: lr 0.1 divided by 10 at epochs
+  30 and 60 of 90, weight decay 1e-4 (``config.imagenet_step_recipe``)."""
+  model = config_lib.classifier_model(
+      "resnet", ml_collections.ConfigDict(dict(architecture=architecture)), 1000)
+  return config_lib.imagenet_step_recipe(model, epochs=90, base_lr=0.1, decay_epochs=(30, 60),
+                                         weight_decay=1e-4)
 
 
 def tiny(num_classes=10):
@@ -81,6 +109,13 @@ def get_config(variant="tiny_digits"):
     c = coco_1x("resnet50")
   elif variant == "r101_fpn_coco_1x":
     c = coco_1x("resnet101")
+  elif variant in ("resnet50_imagenet", "resnet101_imagenet"):
+    c = resnet_imagenet(variant.split("_")[0])
+  elif variant == "pretrain_test":
+    c = config_lib.smoke_test_recipe(config_lib.classification_recipe(
+        config_lib.base_config(), "digit_crops:train", "digit_crops:test"))
+    c.model = config_lib.classifier_model(
+        "resnet", ml_collections.ConfigDict(dict(architecture="resnet_tiny")), 10)
   elif variant == "tiny_digits":
     c = config_lib.cpu_digits_recipe(tiny())
   elif variant == "tiny_test":

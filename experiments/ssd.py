@@ -13,9 +13,17 @@ Variants:
   tiny_digits  a narrow VGG with batch norm on the shipped ``digit_scenes``, 128x128, five maps;
                trains on a 2-core CPU (README "What was measured").
   tiny_test    the smallest model, for tests and smoke runs.
+  vgg16_imagenet  the ImageNet VGG-16 the paper starts from (Sec. 3 "Base network"), trained
+               directly in SSD's reduced form (atrous fc6, fc7 as 1x1 convolution, then global
+               average pooling and the classifier) with Simonyan & Zisserman's Sec. 3.1 recipe:
+               batch 256, SGD momentum 0.9, weight decay 5e-4, lr 1e-2 divided by 10 three
+               times (here at epochs 30, 50 and 65 of 74), 224x224 crops.
+  pretrain_test  the smallest such classifier, for tests.
 
-The paper starts from an ImageNet-pretrained VGG-16; weight import is not part of jaxdet yet, so
-the paper variants train from scratch unless you restore converted weights yourself.
+The paper variants fine-tune the ImageNet VGG-16 with conv1_x and conv2_x frozen, as the
+authors' Caffe recipe (ssd_pascal.py, ``freeze_layers``; ``model.base.freeze_at=2``), so they
+need ``--config.train.init_from=<a vgg16_imagenet workdir>``; ``--config.model.base.freeze_at=0``
+trains everything from scratch instead.
 Every variant uses SSD's augmentation (photometric, zoom-out, min-IoU crop, flip) and warps the
 image to the square input, as the paper does.
 
@@ -44,7 +52,8 @@ def model_config(num_classes, size=300):
                 fc_width=1024, fc6_dilation=6,       # atrous fc6 (Sec. 3 "Base network")
                 extras=vgg.SSD300_EXTRAS if size == 300 else vgg.SSD512_EXTRAS,
                 l2norm_scale=20.0,                   # conv4_3 L2Norm scale init (Sec. 3.1)
-                batch_norm=False),
+                batch_norm=False,
+                freeze_at=0),                        # conv1 .. conv<k> frozen (models/vgg.py)
       default_boxes=dict(
           aspect_ratios=SSD300_RATIOS if size == 300 else SSD512_RATIOS,
           s_min=0.2 if size == 300 else 0.15, s_max=0.9,          # Sec. 2.2 Eq. 4
@@ -85,8 +94,18 @@ def paper_recipe(size, dataset):
   c.train.schedule = ml_collections.ConfigDict(dict(
       name="step", base_lr=1e-3, warmup_steps=1000, warmup_factor=0.001, decay_steps=decays,
       decay_factor=0.1))
+  c.model.base.freeze_at = 2     # Caffe's ssd_pascal.py: conv1_x and conv2_x get no backward
   c.eval.batch_size = 16
   return c
+
+
+def vgg16_imagenet():
+  """Simonyan & Zisserman 2015, Sec. 3.1: lr 1e-2 divided by 10 three times (here at epochs 30,
+  50 and 65 of 74), weight decay 5e-4 (``config.imagenet_step_recipe``), on SSD's reduced
+  VGG-16 (the module doc)."""
+  model = config_lib.classifier_model("ssd_vgg16", model_config(20).base, 1000)
+  return config_lib.imagenet_step_recipe(model, epochs=74, base_lr=1e-2,
+                                         decay_epochs=(30, 50, 65), weight_decay=5e-4)
 
 
 def tiny(num_classes=10):
@@ -106,17 +125,29 @@ def tiny(num_classes=10):
   return c
 
 
+def tiny_test_base():
+  base = tiny().model.base
+  base.update(stage_widths=(8, 8, 16, 16, 16), stage_depths=(1, 1, 1, 1, 1), fc_width=16,
+              fc6_dilation=1, extras=((8, 16, 3, 2, 1),))
+  return base
+
+
 def get_config(variant="tiny_digits"):
   if variant in ("ssd300_voc", "ssd512_voc", "ssd300_coco", "ssd512_coco"):
     size, dataset = variant[3:].split("_")
     c = paper_recipe(int(size), dataset)
+  elif variant == "vgg16_imagenet":
+    c = vgg16_imagenet()
+  elif variant == "pretrain_test":
+    c = config_lib.smoke_test_recipe(config_lib.classification_recipe(
+        config_lib.base_config(), "digit_crops:train", "digit_crops:test"))
+    c.model = config_lib.classifier_model("ssd_vgg16", tiny_test_base(), 10)
   elif variant == "tiny_digits":
     c = config_lib.cpu_digits_recipe(tiny())
     c.train.optimizer.weight_decay = 5e-4             # the paper's
   elif variant == "tiny_test":
     c = config_lib.smoke_test_recipe(tiny())
-    c.model.base.update(stage_widths=(8, 8, 16, 16, 16), stage_depths=(1, 1, 1, 1, 1),
-                        fc_width=16, fc6_dilation=1, extras=((8, 16, 3, 2, 1),))
+    c.model.base = tiny_test_base()
     c.model.default_boxes.aspect_ratios = ((2,), (2, 3), (2,))
     c.model.default_boxes.s_min = 0.3
   else:

@@ -137,3 +137,27 @@ def imagenet_pretraining_recipe(model, image_size, epochs, base_lr):
       decay_steps=(), decay_factor=0.1))
   c.eval.batch_size = 128
   return c
+
+
+def imagenet_step_recipe(model, epochs, base_lr, decay_epochs, weight_decay):
+  """ImageNet classifier training as the VGG and ResNet papers give it (Simonyan & Zisserman
+  Sec. 3.1, He et al. 2016 Sec. 3.4): SGD momentum 0.9, batch 256, ``base_lr`` divided by 10 at
+  ``decay_epochs`` (the papers: when the validation error stops improving), 224x224 random crops
+  with flips and colour shifts (the YOLO augmentation: crops of +-20% and HSV shifts, not the
+  papers' scale jittering and PCA lighting)."""
+  c = classification_recipe(base_config(), "imagenet2012:train", "imagenet2012:validation")
+  c.model = model
+  c.data.image_size = (224, 224)
+  c.data.augment = "yolo"
+  c.data.hue = 0.1
+  c.train.batch_size = 256
+  steps_per_epoch = IMAGENET_TRAIN_IMAGES / 256
+  c.train.total_steps = round(epochs * steps_per_epoch)
+  c.train.log_every = 100
+  c.train.checkpoint_every = 5_000
+  c.train.optimizer.weight_decay = weight_decay
+  c.train.schedule = ml_collections.ConfigDict(dict(
+      name="step", base_lr=base_lr, warmup_steps=0, warmup_factor=1.0,
+      decay_steps=tuple(round(e * steps_per_epoch) for e in decay_epochs), decay_factor=0.1))
+  c.eval.batch_size = 256
+  return c

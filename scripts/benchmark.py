@@ -4,7 +4,8 @@ Measures, after compilation, the median wall time of: the sharded train step (fo
 backward, optimizer), inference (forward + decode + NMS), target matching + loss alone, and
 batched NMS alone. Run from the checkout:
 
-  python scripts/benchmark.py                    # RetinaNet R50-FPN, 512x512, batch 2
+  python scripts/benchmark.py                    # RetinaNet R50-FPN, 512x512, batch 2 (the
+                                                 # COCO recipe: fine-tuning, stem + C2 frozen)
   python scripts/benchmark.py --config=experiments/ssd.py:ssd300_voc --image_size=300 \
       --batch_size=4                             # SSD300
   python scripts/benchmark.py --image_size=1024 --batch_size=16 --config.model.dtype=bfloat16

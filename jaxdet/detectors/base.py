@@ -39,6 +39,12 @@ class Detector(abc.ABC):
       return self.model.apply(variables, images, train=True, mutable=["batch_stats"], rngs=rngs)
     return self.model.apply(variables, images, train=False), {}
 
+  def frozen_parameters(self, params):
+    """A tree of bools over ``params``, True where the optimizer must not change the parameter
+    (a frozen backbone part, frozen batch norm); ``None`` when everything trains."""
+    del params
+    return None
+
   def training_sources(self, detection, classification):
     """The training sources as the loss reads them: ``(detection, classification)``, labels in
     ``[0, source.num_classes)``. Only families that train on classification images (YOLO9000)

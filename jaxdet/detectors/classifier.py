@@ -5,7 +5,11 @@
 * YOLOv2 (Sec. 3 "Training for classification"): Darknet-19 on ImageNet, 160 epochs at 224,
   then 10 epochs at 448 (Table 6: the 1x1 convolution to the classes, then global average
   pooling);
-* YOLOv3 (Sec. 2.4, Table 2): Darknet-53 on ImageNet at 256.
+* YOLOv3 (Sec. 2.4, Table 2): Darknet-53 on ImageNet at 256;
+* RetinaNet (Sec. 4 "Initialization"): ResNet-50/101 on ImageNet (He et al. 2016);
+* SSD (Sec. 3 "Base network"): VGG-16 on ImageNet, here directly in SSD's reduced form (fc6
+  and fc7 as convolutions, then global average pooling; the paper subsamples a full VGG-16's
+  fully connected layers instead).
 
 A classifier is one more family behind the :class:`base.Detector` interface, so it trains
 through the same sharded step, pipeline, checkpoints and evaluation as the detectors:
@@ -29,6 +33,8 @@ import jax.numpy as jnp
 
 from jaxdet.detectors import base
 from jaxdet.models import darknet
+from jaxdet.models import resnet
+from jaxdet.models import vgg
 from jaxdet.models import yolo_v1_net
 from jaxdet.ops import losses
 
@@ -52,9 +58,23 @@ def darknet53_trunk(backbone, num_classes, dtype):
       stage_widths=tuple(backbone.stage_widths), blocks=tuple(backbone.blocks), dtype=dtype)
 
 
+def resnet_trunk(backbone, num_classes, dtype):
+  return "backbone", functools.partial(resnet.build_resnet, backbone.architecture, dtype,
+                                       num_classes=num_classes)
+
+
+def ssd_vgg16_trunk(base, num_classes, dtype):
+  return "features", functools.partial(
+      vgg.SSDFeatures, stage_widths=tuple(base.stage_widths),
+      stage_depths=tuple(base.stage_depths), fc_width=base.fc_width,
+      fc6_dilation=base.fc6_dilation, extras=(), batch_norm=base.batch_norm,
+      num_classes=num_classes, dtype=dtype)
+
+
 # trunk -> (backbone config, classes, dtype) -> (name in the detector's variables, module
 # factory taking ``name``); each module maps images to a dict with ``logits [B, K]``.
-TRUNKS = {"yolo_v1": yolo_v1_trunk, "darknet19": darknet19_trunk, "darknet53": darknet53_trunk}
+TRUNKS = {"yolo_v1": yolo_v1_trunk, "darknet19": darknet19_trunk, "darknet53": darknet53_trunk,
+          "resnet": resnet_trunk, "ssd_vgg16": ssd_vgg16_trunk}
 
 
 class ClassifierModel(nn.Module):

@@ -80,13 +80,20 @@ class RetinaNet(base.Detector):
     dtype = jnp.dtype(config.dtype)
     anchors_per_cell = config.anchors.num_scales * len(config.anchors.aspect_ratios)
     model = RetinaNetModel(
-        backbone=resnet.build_resnet(config.backbone, dtype),
+        backbone=resnet.build_resnet(config.backbone, dtype, config.backbone_norm,
+                                     config.freeze_at),
         fpn=fpn_lib.FPN(width=config.fpn_width, min_level=config.min_level,
                         max_level=config.max_level, p6_input=config.p6_input, dtype=dtype),
         head=RetinaNetHead(num_classes=config.num_classes, anchors_per_cell=anchors_per_cell,
                            width=config.head_width, depth=config.head_depth,
                            prior_prob=config.prior_prob, dtype=dtype))
     super().__init__(model, config.num_classes)
+
+  def frozen_parameters(self, params):
+    if self.config.backbone_norm == "batch_norm" and self.config.freeze_at == 0:
+      return None
+    return dict(jax.tree.map(lambda _: False, params), backbone=resnet.frozen_parameters(
+        params["backbone"], self.config.backbone_norm, self.config.freeze_at))
 
   @functools.lru_cache(maxsize=16)
   def anchors(self, image_size):

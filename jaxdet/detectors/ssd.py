@@ -82,10 +82,17 @@ class SSD(base.Detector):
         stage_widths=tuple(base_net.stage_widths), stage_depths=tuple(base_net.stage_depths),
         fc_width=base_net.fc_width, fc6_dilation=base_net.fc6_dilation,
         extras=tuple(tuple(e) for e in base_net.extras), l2norm_scale=base_net.l2norm_scale,
-        batch_norm=base_net.batch_norm, dtype=dtype)
+        batch_norm=base_net.batch_norm, freeze_at=base_net.freeze_at, dtype=dtype)
+    vgg.check_freeze_at(base_net.freeze_at, len(base_net.stage_widths))
     head = SSDHead(num_classes=config.num_classes,
                    boxes_per_cell=boxes_per_cell(config.default_boxes.aspect_ratios), dtype=dtype)
     super().__init__(SSDModel(features=features, head=head), config.num_classes)
+
+  def frozen_parameters(self, params):
+    if not self.config.base.freeze_at:
+      return None
+    return dict(jax.tree.map(lambda _: False, params), features=vgg.frozen_parameters(
+        params["features"], self.config.base.freeze_at))
 
   @functools.lru_cache(maxsize=16)
   def feature_sizes(self, image_size):

@@ -2,6 +2,7 @@
 import functools
 
 import flax.linen as nn
+from jax import lax
 import jax.numpy as jnp
 
 from jaxdet.models import conv as conv_lib
@@ -25,9 +26,36 @@ def conv(features, kernel_size, strides=1, *, dilation=1, padding=None, use_bias
                  conv_general_dilated=conv_lib.conv_general_dilated, name=name)
 
 
-def batch_norm(train, dtype=jnp.float32, name=None, scale_init=nn.initializers.ones):
+class FrozenBatchNorm(nn.Module):
+  """Batch norm as a fixed per-channel affine map, ``x * s + (beta - mean * s)`` with
+  ``s = gamma / sqrt(var + eps)``: the statistics are never updated and no gradient reaches
+  ``gamma``, ``beta`` (Detectron's "AffineChannel", Detectron2's ``FrozenBatchNorm2d``; the
+  detectors fine-tune an ImageNet backbone with it because 2 images per device estimate batch
+  statistics badly). Its variables are named and shaped as ``nn.BatchNorm``'s, so weights move
+  between the two (``train.init_from``)."""
+  epsilon: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+  scale_init: nn.initializers.Initializer = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x):
+    channels = (x.shape[-1],)
+    scale = self.param("scale", self.scale_init, channels)
+    bias = self.param("bias", nn.initializers.zeros, channels)
+    mean = self.variable("batch_stats", "mean", jnp.zeros, channels).value
+    var = self.variable("batch_stats", "var", jnp.ones, channels).value
+    multiplier = lax.stop_gradient(scale * lax.rsqrt(var + self.epsilon))
+    shift = lax.stop_gradient(bias - mean * multiplier)
+    return (x * multiplier.astype(self.dtype) + shift.astype(self.dtype)).astype(self.dtype)
+
+
+def batch_norm(train, dtype=jnp.float32, name=None, scale_init=nn.initializers.ones,
+               frozen=False):
   """Batch norm whose statistics are global: under jit with a sharded batch the mean and
-  variance reduce over the whole global batch (DESIGN.md, "Batch norm statistics are global")."""
+  variance reduce over the whole global batch (DESIGN.md, "Batch norm statistics are global").
+  ``frozen``: a :class:`FrozenBatchNorm` instead, whatever ``train`` says."""
+  if frozen:
+    return FrozenBatchNorm(epsilon=1e-5, dtype=dtype, scale_init=scale_init, name=name)
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
                       scale_init=scale_init, name=name)
 

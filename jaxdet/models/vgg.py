@@ -12,11 +12,15 @@ Liu et al. 2016 (SSD), Sec. 3 "Base network", plus the extra feature layers of F
 
 The feature maps the heads read are conv4_3 (normalised), fc7 and every ``conv{8+i}_2``.
 ``batch_norm`` (not in the paper, whose base is ImageNet-pretrained) lets the small CPU variants
-train from scratch.
+train from scratch. ``freeze_at = k`` keeps conv1 .. conv{k} fixed: the authors' Caffe recipe
+(ssd_pascal.py) fine-tunes its ImageNet VGG with conv1_x and conv2_x frozen ("no backward").
+With ``num_classes`` the network ends after fc7 with global average pooling and a classifier:
+"VGG-16 reduced" for ImageNet pretraining, named as in the detector.
 """
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxdet.models import layers
@@ -52,32 +56,57 @@ class SSDFeatures(nn.Module):
   extras: Sequence[Sequence[int]] = SSD300_EXTRAS
   l2norm_scale: float = 20.0
   batch_norm: bool = False
+  freeze_at: int = 0          # conv1 .. conv{freeze_at} frozen (the module doc)
+  num_classes: int = 0        # > 0: the ImageNet classifier after fc7 (the module doc)
   dtype: jnp.dtype = jnp.float32
 
-  def _conv(self, x, features, kernel, name, train, strides=1, dilation=1, padding=None):
+  def _conv(self, x, features, kernel, name, train, strides=1, dilation=1, padding=None,
+            frozen=False):
     x = layers.conv(features, kernel, strides, dilation=dilation, padding=padding,
                     use_bias=not self.batch_norm, dtype=self.dtype, name=name)(x)
     if self.batch_norm:
-      x = layers.batch_norm(train, self.dtype, name=f"{name}_bn")(x)
+      x = layers.batch_norm(train, self.dtype, name=f"{name}_bn", frozen=frozen)(x)
     return nn.relu(x)
 
   @nn.compact
   def __call__(self, images, train=False):
+    check_freeze_at(self.freeze_at, len(self.stage_widths))
     x = images.astype(self.dtype)
     maps = []
     for stage, (width, depth) in enumerate(zip(self.stage_widths, self.stage_depths), start=1):
       if stage > 1:
         x = layers.max_pool_ceil(x)                 # pool1..pool4 (2x2, stride 2, ceil mode)
+      frozen = stage <= self.freeze_at
       for i in range(1, depth + 1):
-        x = self._conv(x, width, 3, f"conv{stage}_{i}", train)
-      if stage == 4:
+        x = self._conv(x, width, 3, f"conv{stage}_{i}", train, frozen=frozen)
+      if frozen:
+        x = jax.lax.stop_gradient(x)
+      if stage == 4 and not self.num_classes:
         maps.append(L2Norm(self.l2norm_scale, name="conv4_3_norm")(x))
     x = layers.max_pool(x, 3, 1)                    # pool5: 3x3, stride 1
     x = self._conv(x, self.fc_width, 3, "fc6", train, dilation=self.fc6_dilation)
     x = self._conv(x, self.fc_width, 1, "fc7", train)
+    if self.num_classes:
+      logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(
+          jnp.mean(x, axis=(1, 2)))
+      return {"logits": logits.astype(jnp.float32)}
     maps.append(x)
     for i, (mid, out, kernel, stride, pad) in enumerate(self.extras):
       x = self._conv(x, mid, 1, f"conv{8 + i}_1", train)
       x = self._conv(x, out, kernel, f"conv{8 + i}_2", train, strides=stride, padding=pad)
       maps.append(x)
     return maps
+
+
+def check_freeze_at(freeze_at, num_stages):
+  if not 0 <= freeze_at <= num_stages:
+    raise ValueError(f"base.freeze_at={freeze_at} outside 0..{num_stages} (0: train everything, "
+                     f"k: freeze conv1 .. conv<k>)")
+
+
+def frozen_parameters(params, freeze_at):
+  """A tree of bools over :class:`SSDFeatures` ``params``: True for conv1 .. conv{freeze_at}
+  (kernels, biases, batch norm)."""
+  frozen_prefixes = tuple(f"conv{stage}_" for stage in range(1, freeze_at + 1))
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: str(path[0].key).startswith(frozen_prefixes), params)

@@ -193,6 +193,13 @@ def train(config, workdir, devices=None):
   elif config.train.init_from:
     state, report = checkpoint.initialize_from(state, config.train.init_from)
     log.info("%s", report)
+  elif detector.frozen_parameters(state.params) is not None:
+    raise ValueError(
+        "this model keeps part of its backbone as it starts (frozen layers or frozen batch "
+        "norm), which only makes sense from pretrained weights: set --config.train.init_from="
+        "<workdir of the backbone's ImageNet run, e.g. experiments/retinanet.py:"
+        "resnet50_imagenet or experiments/ssd.py:vgg16_imagenet>, or unfreeze it to train from "
+        "scratch (the experiment's docstring says how)")
   last_checkpoint = int(state.step)
 
   # ------------------------------------------------------------------------------- Train.

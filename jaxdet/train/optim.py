@@ -52,9 +52,12 @@ def weight_decay_mask(params, decay_norm_params):
       lambda path, _: decay_norm_params or not is_norm_param(path), params)
 
 
-def build_optimizer(cfg, schedule):
+def build_optimizer(cfg, schedule, frozen=None):
   """``sgd`` (momentum, L2 weight decay added to the gradient, as Caffe/Detectron) or ``adamw``;
-  optional global-norm gradient clipping first."""
+  optional global-norm gradient clipping first.
+
+  ``frozen``: a tree of bools over the parameters (:meth:`Detector.frozen_parameters`) or
+  ``None``. The parameters it marks get zero updates, no weight decay and no optimizer state."""
   chain = []
   if cfg.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
@@ -67,4 +70,8 @@ def build_optimizer(cfg, schedule):
     chain.append(optax.adamw(schedule, b1=cfg.momentum, weight_decay=cfg.weight_decay, mask=mask))
   else:
     raise ValueError(f"unknown optimizer {cfg.name!r}; use 'sgd' or 'adamw'")
-  return optax.chain(*chain)
+  tx = optax.chain(*chain)
+  if frozen is None or not any(jax.tree.leaves(frozen)):
+    return tx
+  labels = jax.tree.map(lambda is_frozen: "frozen" if is_frozen else "train", frozen)
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

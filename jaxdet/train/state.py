@@ -38,9 +38,12 @@ def create_state(detector, tx, rng, image_size, use_ema):
 def build_state(detector, config, mesh):
   """Fresh state (replicated over the mesh), the optimizer and the learning-rate schedule."""
   schedule = optim.learning_rate_schedule(config.train.schedule, config.train.total_steps)
-  tx = optim.build_optimizer(config.train.optimizer, schedule)
+  image_size = tuple(config.data.image_size)
+  params = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), image_size))["params"]
+  tx = optim.build_optimizer(config.train.optimizer, schedule,
+                             detector.frozen_parameters(params))
   create = jax.jit(lambda rng: create_state(
-      detector, tx, rng, tuple(config.data.image_size), config.train.ema_decay > 0),
+      detector, tx, rng, image_size, config.train.ema_decay > 0),
                    out_shardings=sharding.replicated(mesh))
   return create(jax.random.PRNGKey(config.seed)), tx, schedule
 

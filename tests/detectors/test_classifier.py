@@ -1,12 +1,15 @@
-"""Classification pretraining (YOLOv1 Sec. 2.2, YOLOv2 Sec. 3, YOLOv3 Sec. 2.4): the loss and
-top-k decode against float64 numpy, the trunks' names shared with their detectors, top-k
-accuracy by hand, weight transfer by path, and a pretraining run that starts a detector."""
+"""Classification pretraining (YOLOv1 Sec. 2.2, YOLOv2 Sec. 3, YOLOv3 Sec. 2.4, RetinaNet's
+ImageNet ResNets): the loss and top-k decode against float64 numpy, the trunks' names shared
+with their detectors, top-k accuracy by hand, weight transfer by path, and a pretraining run
+that starts a detector."""
 from flax import traverse_util
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
+from experiments import retinanet as retinanet_experiment
+from experiments import ssd as ssd_experiment
 from experiments import yolo_v1 as yolo_v1_experiment
 from experiments import yolo_v2 as yolo_v2_experiment
 from experiments import yolo_v3 as yolo_v3_experiment
@@ -68,7 +71,13 @@ def variable_shapes(experiment, variant):
     (yolo_v1_experiment, "pretrain_digits", "tiny_digits"),
     (yolo_v1_experiment, "pretrain_imagenet", "yolo_v1_voc"),
     (yolo_v2_experiment, "darknet19_imagenet", "yolov2_voc_416"),
-    (yolo_v3_experiment, "darknet53_imagenet", "yolov3_416_coco")])
+    (yolo_v3_experiment, "darknet53_imagenet", "yolov3_416_coco"),
+    (retinanet_experiment, "resnet50_imagenet", "r50_fpn_coco_1x"),
+    (retinanet_experiment, "resnet101_imagenet", "r101_fpn_coco_1x"),
+    (retinanet_experiment, "pretrain_test", "tiny_test"),
+    (ssd_experiment, "vgg16_imagenet", "ssd300_voc"),
+    (ssd_experiment, "vgg16_imagenet", "ssd512_coco"),
+    (ssd_experiment, "pretrain_test", "tiny_test")])
 def test_a_pretrained_trunk_carries_its_detectors_names(experiment, pretrain, detect):
   """Every array of the classifier but its class layer has a twin (name and shape) in the
   detector: what ``config.train.init_from`` copies."""

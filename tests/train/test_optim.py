@@ -92,3 +92,30 @@ def test_norm_parameter_detection():
   assert optim.is_norm_param(("backbone", "proj_bn", "bias"))
   assert not optim.is_norm_param(("head", "cls_output", "bias"))
   assert not optim.is_norm_param(("fpn", "lateral3", "kernel"))
+
+
+def test_frozen_parameters_get_no_update_no_decay_and_no_state():
+  params = {"backbone": {"kernel": jnp.array([1.0, -2.0])}, "head": {"kernel": jnp.array([4.0])}}
+  frozen = {"backbone": {"kernel": True}, "head": {"kernel": False}}
+  tx = optim.build_optimizer(sgd_config(), lambda step: 0.1, frozen)
+  opt_state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for _ in range(2):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    np.testing.assert_array_equal(updates["backbone"]["kernel"], [0.0, 0.0])
+  # The trained leaf follows plain SGD: step 2's v = 0.9 (1 + 4e-4) + 1 + 4e-4 (its weight is
+  # still 4 in this loop, which never applies the updates).
+  np.testing.assert_allclose(updates["head"]["kernel"], [-0.1 * 1.9 * (1 + 4e-4)], rtol=1e-6)
+  # Momentum is kept for the trained value only: the state is the size of a plain optimizer's
+  # over the trained parameters alone (its momentum and the schedule's step count).
+  size = lambda state: sum(leaf.size for leaf in jax.tree.leaves(state))  # noqa: E731
+  plain = optim.build_optimizer(sgd_config(), lambda step: 0.1).init({"head": params["head"]})
+  assert size(opt_state) == size(plain) == 2
+
+
+def test_nothing_frozen_keeps_the_plain_optimizer_state():
+  params = {"w": jnp.zeros(3)}
+  plain = optim.build_optimizer(sgd_config(), lambda step: 0.1)
+  unfrozen = optim.build_optimizer(sgd_config(), lambda step: 0.1, {"w": False})
+  assert (jax.tree.structure(plain.init(params))
+          == jax.tree.structure(unfrozen.init(params)))

@@ -43,3 +43,4 @@ def test_sharded_step_equals_single_device(scenes_dir, experiment, rtol):
     assert a["num_positive"] == b["num_positive"]
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
   assert int(sharded_state.step) == 3
+
