@@ -17,6 +17,8 @@ Variants:
                       names: batch 256, SGD momentum 0.9, lr 0.1 divided by 10 at epochs 30 and
                       60 of 90, weight decay 1e-4, 224x224 crops.
   resnet101_imagenet  the same for ResNet-101.
+  pretrain_digits     ``tiny_digits``' ResNet as a classifier on the shipped ``digit_crops``
+                      (``config.digits_pretraining_recipe``).
   pretrain_test       the smallest ResNet classifier, for tests.
 
 The COCO recipes fine-tune an ImageNet ResNet as Detectron does: batch norm frozen into a fixed
@@ -90,6 +92,12 @@ def resnet_imagenet(architecture):
                                          weight_decay=1e-4)
 
 
+def tiny_classifier():
+  """``tiny()``'s ResNet as a classifier of the ten digits."""
+  return config_lib.classifier_model(
+      "resnet", ml_collections.ConfigDict(dict(architecture="resnet_tiny")), 10)
+
+
 def tiny(num_classes=10):
   """Small ResNet-FPN for the 2-core CPU: three levels P3-P5 with anchors of 16-101 pixels
   (``anchors.size = 2``) for the 10-60 pixel digits of ``digit_scenes``."""
@@ -111,11 +119,12 @@ def get_config(variant="tiny_digits"):
     c = coco_1x("resnet101")
   elif variant in ("resnet50_imagenet", "resnet101_imagenet"):
     c = resnet_imagenet(variant.split("_")[0])
+  elif variant == "pretrain_digits":
+    c = config_lib.digits_pretraining_recipe(tiny_classifier())
   elif variant == "pretrain_test":
     c = config_lib.smoke_test_recipe(config_lib.classification_recipe(
         config_lib.base_config(), "digit_crops:train", "digit_crops:test"))
-    c.model = config_lib.classifier_model(
-        "resnet", ml_collections.ConfigDict(dict(architecture="resnet_tiny")), 10)
+    c.model = tiny_classifier()
   elif variant == "tiny_digits":
     c = config_lib.cpu_digits_recipe(tiny())
   elif variant == "tiny_test":

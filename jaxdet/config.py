@@ -70,6 +70,21 @@ def cpu_digits_recipe(c):
   return c
 
 
+def digits_pretraining_recipe(model):
+  """Classification pretraining for a ``tiny_digits`` detector on ``digit_crops`` (2-core CPU):
+  64x64, batch 32, 4,000 steps of :func:`cpu_digits_recipe`'s schedule, the YOLO augmentation
+  without flips (a mirrored digit is another glyph, not the same class)."""
+  c = classification_recipe(cpu_digits_recipe(base_config()), "digit_crops:train",
+                            "digit_crops:test")
+  c.model = model
+  c.data.image_size = (64, 64)
+  c.data.augment = "yolo"
+  c.data.random_flip = False
+  c.train.batch_size = 32
+  c.train.total_steps = 4000
+  return c
+
+
 def yolo_cpu_digits_recipe(c):
   """:func:`cpu_digits_recipe` for the YOLO families' ``tiny_digits``, with their papers' weight
   decay 5e-4 and gradients clipped at norm 10: their losses are sums per image, not means over

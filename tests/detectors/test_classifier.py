@@ -74,6 +74,7 @@ def variable_shapes(experiment, variant):
     (yolo_v3_experiment, "darknet53_imagenet", "yolov3_416_coco"),
     (retinanet_experiment, "resnet50_imagenet", "r50_fpn_coco_1x"),
     (retinanet_experiment, "resnet101_imagenet", "r101_fpn_coco_1x"),
+    (retinanet_experiment, "pretrain_digits", "tiny_digits"),
     (retinanet_experiment, "pretrain_test", "tiny_test"),
     (ssd_experiment, "vgg16_imagenet", "ssd300_voc"),
     (ssd_experiment, "vgg16_imagenet", "ssd512_coco"),
