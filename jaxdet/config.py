@@ -132,25 +132,34 @@ def classification_recipe(c, train, evaluate):
   return c
 
 
-def imagenet_pretraining_recipe(model, image_size, epochs, base_lr):
-  """darknet's ImageNet classifier training, as YOLOv2 gives it (Sec. 3 "Training for
-  classification"): SGD momentum 0.9, weight decay 5e-4, polynomial rate decay with power 4
-  from ``base_lr``, batch 128 (cfg/darknet19.cfg), random crops and hue, saturation and
-  exposure shifts (the YOLO augmentation; the paper's rotations are not implemented)."""
+def imagenet_classifier_training(model, image_size, batch_size, epochs, weight_decay):
+  """What the ImageNet recipes below share: the classifier ``model`` trained on ImageNet's
+  train split for ``epochs`` with SGD (momentum 0.9) and weight decay, random crops and HSV
+  shifts (the YOLO augmentation), evaluated on its validation split; the schedule is the
+  recipe's."""
   c = classification_recipe(base_config(), "imagenet2012:train", "imagenet2012:validation")
   c.model = model
   c.data.image_size = (image_size, image_size)
   c.data.augment = "yolo"
   c.data.hue = 0.1
-  c.train.batch_size = 128
-  c.train.total_steps = round(epochs * IMAGENET_TRAIN_IMAGES / 128)
+  c.train.batch_size = batch_size
+  c.train.total_steps = round(epochs * IMAGENET_TRAIN_IMAGES / batch_size)
   c.train.log_every = 100
   c.train.checkpoint_every = 5_000
-  c.train.optimizer.weight_decay = 5e-4
+  c.train.optimizer.weight_decay = weight_decay
+  c.eval.batch_size = batch_size
+  return c
+
+
+def imagenet_pretraining_recipe(model, image_size, epochs, base_lr):
+  """darknet's ImageNet classifier training, as YOLOv2 gives it (Sec. 3 "Training for
+  classification"): SGD momentum 0.9, weight decay 5e-4, polynomial rate decay with power 4
+  from ``base_lr``, batch 128 (cfg/darknet19.cfg), random crops and hue, saturation and
+  exposure shifts (the YOLO augmentation; the paper's rotations are not implemented)."""
+  c = imagenet_classifier_training(model, image_size, 128, epochs, weight_decay=5e-4)
   c.train.schedule = ml_collections.ConfigDict(dict(
       name="poly", power=4.0, base_lr=base_lr, warmup_steps=0, warmup_factor=1.0,
       decay_steps=(), decay_factor=0.1))
-  c.eval.batch_size = 128
   return c
 
 
@@ -160,19 +169,9 @@ def imagenet_step_recipe(model, epochs, base_lr, decay_epochs, weight_decay):
   ``decay_epochs`` (the papers: when the validation error stops improving), 224x224 random crops
   with flips and colour shifts (the YOLO augmentation: crops of +-20% and HSV shifts, not the
   papers' scale jittering and PCA lighting)."""
-  c = classification_recipe(base_config(), "imagenet2012:train", "imagenet2012:validation")
-  c.model = model
-  c.data.image_size = (224, 224)
-  c.data.augment = "yolo"
-  c.data.hue = 0.1
-  c.train.batch_size = 256
+  c = imagenet_classifier_training(model, 224, 256, epochs, weight_decay)
   steps_per_epoch = IMAGENET_TRAIN_IMAGES / 256
-  c.train.total_steps = round(epochs * steps_per_epoch)
-  c.train.log_every = 100
-  c.train.checkpoint_every = 5_000
-  c.train.optimizer.weight_decay = weight_decay
   c.train.schedule = ml_collections.ConfigDict(dict(
       name="step", base_lr=base_lr, warmup_steps=0, warmup_factor=1.0,
       decay_steps=tuple(round(e * steps_per_epoch) for e in decay_epochs), decay_factor=0.1))
-  c.eval.batch_size = 256
   return c

@@ -16,10 +16,10 @@ import functools
 
 import flax.linen as nn
 import jax
+from jax import lax
 import jax.numpy as jnp
 
 from jaxdet.detectors import base
-from jaxdet.models import layers
 from jaxdet.models import vgg
 from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
@@ -30,29 +30,48 @@ from jaxdet.ops import matching
 xavier = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
 
+class ConvWeights(nn.Module):
+  """A 3x3 convolution's kernel and bias, named and initialised as ``nn.Conv``'s, for a caller
+  that applies several convolutions of one input as one."""
+  features: int
+
+  @nn.compact
+  def __call__(self, in_features):
+    return (self.param("kernel", xavier, (3, 3, in_features, self.features)),
+            self.param("bias", nn.initializers.zeros, (self.features,)))
+
+
 class SSDHead(nn.Module):
   """One 3x3 conv per feature map for the ``K + 1`` class scores and one for the 4 offsets of
-  each of its default boxes (Sec. 2.1, Fig. 2); not shared across maps."""
+  each of its default boxes (Sec. 2.1, Fig. 2); not shared across maps. The two convolutions
+  of a map run as one with their kernels side by side (same values; on CPU the thin box
+  predictor's gradients cost less inside the wider convolution)."""
   num_classes: int                 # K, without the background
   boxes_per_cell: tuple            # default boxes per cell, per map
   dtype: jnp.dtype = jnp.float32
 
-  def _predict(self, x, boxes, outputs, name):
-    y = layers.conv(boxes * outputs, 3, use_bias=True, dtype=self.dtype, kernel_init=xavier,
-                    name=name)(x).astype(jnp.float32)
-    return y.reshape(y.shape[0], -1, outputs)        # [B, H*W*A, outputs]: default-box order
+  def _predict(self, x, boxes, index):
+    """``[B, H*W*A, K + 1]`` class logits and ``[B, H*W*A, 4]`` offsets, in default-box order."""
+    widths = (boxes * (self.num_classes + 1), boxes * 4)
+    kernels, biases = zip(*(ConvWeights(width, name=f"{kind}_{index}")(x.shape[-1])
+                            for kind, width in zip(("cls", "box"), widths)))
+    y = lax.conv_general_dilated(
+        x.astype(self.dtype), jnp.concatenate(kernels, axis=-1).astype(self.dtype), (1, 1),
+        ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = (y + jnp.concatenate(biases).astype(self.dtype)).astype(jnp.float32)
+    logits, deltas = jnp.split(y, widths[:1], axis=-1)
+    return (logits.reshape(y.shape[0], -1, self.num_classes + 1),
+            deltas.reshape(y.shape[0], -1, 4))
 
   @nn.compact
   def __call__(self, feature_maps):
     if len(feature_maps) != len(self.boxes_per_cell):
       raise ValueError(f"{len(feature_maps)} feature maps but default boxes for "
                        f"{len(self.boxes_per_cell)}")
-    pairs = list(zip(feature_maps, self.boxes_per_cell))
-    return {"class_logits": jnp.concatenate(
-                [self._predict(x, a, self.num_classes + 1, f"cls_{i}")
-                 for i, (x, a) in enumerate(pairs)], axis=1),
-            "box_deltas": jnp.concatenate(
-                [self._predict(x, a, 4, f"box_{i}") for i, (x, a) in enumerate(pairs)], axis=1)}
+    logits, deltas = zip(*(self._predict(x, boxes, i)
+                           for i, (x, boxes) in enumerate(zip(feature_maps, self.boxes_per_cell))))
+    return {"class_logits": jnp.concatenate(logits, axis=1),
+            "box_deltas": jnp.concatenate(deltas, axis=1)}
 
 
 class SSDModel(nn.Module):
@@ -83,7 +102,6 @@ class SSD(base.Detector):
         fc_width=base_net.fc_width, fc6_dilation=base_net.fc6_dilation,
         extras=tuple(tuple(e) for e in base_net.extras), l2norm_scale=base_net.l2norm_scale,
         batch_norm=base_net.batch_norm, freeze_at=base_net.freeze_at, dtype=dtype)
-    vgg.check_freeze_at(base_net.freeze_at, len(base_net.stage_widths))
     head = SSDHead(num_classes=config.num_classes,
                    boxes_per_cell=boxes_per_cell(config.default_boxes.aspect_ratios), dtype=dtype)
     super().__init__(SSDModel(features=features, head=head), config.num_classes)

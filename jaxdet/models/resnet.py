@@ -83,9 +83,12 @@ class ResNet(nn.Module):
   freeze_at: int = 0
   num_classes: int = 0     # > 0: add the ImageNet classifier (Table 1: average pool, fc)
 
+  def __post_init__(self):
+    check_freezing(self.norm, self.freeze_at, len(self.stage_sizes))
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, images, train=False):
-    check_freezing(self.norm, self.freeze_at, len(self.stage_sizes))
     frozen_norm = self.norm == "frozen_batch_norm"
     x = layers.conv(self.stem_width, 7, 2, dtype=self.dtype, name="stem_conv")(images)
     x = layers.batch_norm(train, self.dtype, name="stem_bn",
@@ -157,6 +160,5 @@ def build_resnet(architecture, dtype=jnp.float32, norm="batch_norm", freeze_at=0
   if architecture not in RESNETS:
     raise ValueError(f"unknown backbone {architecture!r}; choose one of {sorted(RESNETS)}")
   spec = RESNETS[architecture]
-  check_freezing(norm, freeze_at, len(spec.stage_sizes))
   return ResNet(stage_sizes=spec.stage_sizes, block=spec.block, stem_width=spec.stem_width,
                 widths=spec.widths, dtype=dtype, norm=norm, freeze_at=freeze_at, **module_args)

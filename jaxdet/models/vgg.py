@@ -17,6 +17,7 @@ train from scratch. ``freeze_at = k`` keeps conv1 .. conv{k} fixed: the authors'
 With ``num_classes`` the network ends after fc7 with global average pooling and a classifier:
 "VGG-16 reduced" for ImageNet pretraining, named as in the detector.
 """
+import re
 from typing import Sequence
 
 import flax.linen as nn
@@ -60,6 +61,10 @@ class SSDFeatures(nn.Module):
   num_classes: int = 0        # > 0: the ImageNet classifier after fc7 (the module doc)
   dtype: jnp.dtype = jnp.float32
 
+  def __post_init__(self):
+    check_freeze_at(self.freeze_at, len(self.stage_widths))
+    super().__post_init__()
+
   def _conv(self, x, features, kernel, name, train, strides=1, dilation=1, padding=None,
             frozen=False):
     x = layers.conv(features, kernel, strides, dilation=dilation, padding=padding,
@@ -70,7 +75,6 @@ class SSDFeatures(nn.Module):
 
   @nn.compact
   def __call__(self, images, train=False):
-    check_freeze_at(self.freeze_at, len(self.stage_widths))
     x = images.astype(self.dtype)
     maps = []
     for stage, (width, depth) in enumerate(zip(self.stage_widths, self.stage_depths), start=1):
@@ -105,8 +109,10 @@ def check_freeze_at(freeze_at, num_stages):
 
 
 def frozen_parameters(params, freeze_at):
-  """A tree of bools over :class:`SSDFeatures` ``params``: True for conv1 .. conv{freeze_at}
-  (kernels, biases, batch norm)."""
-  frozen_prefixes = tuple(f"conv{stage}_" for stage in range(1, freeze_at + 1))
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: str(path[0].key).startswith(frozen_prefixes), params)
+  """A tree of bools over :class:`SSDFeatures` ``params``: True for the layers of conv1 ..
+  conv{freeze_at} (kernels, biases, batch norm), not for ``conv4_3_norm``, which reads the
+  frozen conv4_3 but is trained."""
+  def is_frozen(path, _):
+    layer = re.fullmatch(r"conv(\d+)_\d+(_bn)?", str(path[0].key))
+    return bool(layer) and int(layer.group(1)) <= freeze_at
+  return jax.tree_util.tree_map_with_path(is_frozen, params)

@@ -101,14 +101,21 @@ def transfer_matching(target, source):
   return traverse_util.unflatten_dict(updated, sep="/"), copied, mismatched
 
 
-def initialize_from(state, workdir, step=None):
+def listed(names, limit=10):
+  """The first ``limit`` of ``names``, comma-separated, and how many more there are."""
+  more = f" and {len(names) - limit} more" if len(names) > limit else ""
+  return ", ".join(names[:limit]) + more
+
+
+def initialize_from(state, workdir, step=None, required=None):
   """``(state, report)``: a fresh ``state`` whose parameters and model state (batch norm
   statistics) start from those of ``workdir``'s checkpoint ``step`` (default: latest) wherever
   the names and shapes agree, e.g. a detector from its backbone's classification pretraining
   (``jaxdet.detectors.classifier``), or from a detector of other classes (its class layers then
   keep their initialisation). The EMA weights, when kept, start from the same values; the step,
   optimizer state and data position stay fresh (the saved optimizer state is not even read).
-  Nothing in common is an error."""
+  Nothing in common is an error, and so is a parameter marked True in ``required`` (a tree of
+  bools over the parameters, e.g. the frozen ones) that the checkpoint does not provide."""
   saved, saved_step = restore_arrays(workdir, step, parts=("params", "ema_params",
                                                            "model_state"))
   source = {"params": saved.get("ema_params") or saved["params"], **saved["model_state"]}
@@ -117,14 +124,20 @@ def initialize_from(state, workdir, step=None):
   if not copied:
     raise ValueError(f"no array of {workdir} (step {saved_step}) has the name and shape of one "
                      "of this model's: is config.train.init_from a run of the same backbone?")
+  if required is not None:
+    needed = {"params/" + path for path, must in
+              traverse_util.flatten_dict(dict(required), sep="/").items() if must}
+    missing = sorted(needed - set(copied))
+    if missing:
+      raise ValueError(f"{workdir} (step {saved_step}) lacks frozen parameters this model keeps "
+                       f"as they start (missing, or shaped otherwise): {listed(missing)}")
   params = variables.pop("params")
   state = state.replace(params=params, model_state=variables,
                         ema_params=params if state.ema_params else state.ema_params)
   paths, copied = traverse_util.flatten_dict(target, sep="/"), set(copied)
   fresh = sorted({"/".join(p.split("/")[1:3]) for p in paths if p not in copied})
-  shown = ", ".join(fresh[:10]) + (f" and {len(fresh) - 10} more" if len(fresh) > 10 else "")
   report = (f"initialised {len(copied)} of {len(paths)} arrays from {workdir} (step "
-            f"{saved_step}); layers left at their initialisation: {shown or 'none'}")
+            f"{saved_step}); layers left at their initialisation: {listed(fresh) or 'none'}")
   if mismatched:
     report += f"; not copied, shapes differ: {', '.join(mismatched)}"
   return state, report

@@ -6,6 +6,7 @@ import pytest
 
 from experiments import ssd as experiment
 from jaxdet import detectors
+from jaxdet.detectors import ssd
 from jaxdet.models import vgg
 from tests.detectors.test_retinanet import random_batch
 from tests.ops.test_ssd_ops import brute_force_ssd_match
@@ -145,3 +146,29 @@ def test_train_mode_forward_shapes(detector):
   assert outputs["class_logits"].shape == (2, n, detector.num_classes + 1)
   assert outputs["box_deltas"].shape == (2, n, 4)
   assert "batch_stats" in updates
+
+
+def test_head_predictors_are_per_map_3x3_convolutions():
+  """Each map's class and box predictors (run as one convolution) against float64 numpy: a 3x3
+  correlation with zero padding, then cells, then default boxes, then outputs (Sec. 2.1)."""
+  head = ssd.SSDHead(num_classes=2, boxes_per_cell=(4, 6))
+  rng = np.random.default_rng(0)
+  maps = [rng.normal(size=(2, 4, 5, 3)).astype(np.float32),
+          rng.normal(size=(2, 2, 2, 5)).astype(np.float32)]
+  params = jax.tree.map(lambda a: rng.normal(size=a.shape).astype(np.float32),
+                        head.init(jax.random.PRNGKey(0), maps)["params"])
+  outputs = head.apply({"params": params}, maps)
+
+  def predictor(x, weights, outputs_per_box):
+    x = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    height, width = x.shape[1] - 2, x.shape[2] - 2
+    y = np.zeros((x.shape[0], height, width, weights["kernel"].shape[-1])) + weights["bias"]
+    for i in range(3):
+      for j in range(3):
+        y += np.einsum("nhwc,cd->nhwd", x[:, i:i + height, j:j + width], weights["kernel"][i, j])
+    return y.reshape(x.shape[0], -1, outputs_per_box)
+  want_logits = np.concatenate([predictor(x, params[f"cls_{i}"], 3) for i, x in enumerate(maps)], 1)
+  want_deltas = np.concatenate([predictor(x, params[f"box_{i}"], 4) for i, x in enumerate(maps)], 1)
+  assert params["cls_1"]["kernel"].shape == (3, 3, 5, 6 * 3)
+  np.testing.assert_allclose(outputs["class_logits"], want_logits, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(outputs["box_deltas"], want_deltas, rtol=1e-4, atol=1e-4)

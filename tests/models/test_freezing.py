@@ -39,10 +39,25 @@ def test_frozen_batch_norm_is_the_affine_map_of_its_statistics():
   assert all(not np.any(g) for g in jax.tree.leaves(grad_params))
 
 
+def test_frozen_batch_norm_in_bfloat16_normalises_in_float32():
+  """A channel whose mean is 30 deviations away: in bfloat16 ``x * s`` and the shift would each
+  be rounded by ~0.1 before they cancel; in float32 only the output's rounding remains."""
+  rng = np.random.default_rng(0)
+  variables = {"params": {"scale": np.ones(2, np.float32), "bias": np.zeros(2, np.float32)},
+               "batch_stats": {"mean": np.array([30.0, 0.0], np.float32),
+                               "var": np.ones(2, np.float32)}}
+  x = jnp.asarray(rng.normal(size=(4, 8, 8, 2)) + [30.0, 0.0], jnp.bfloat16)
+  got = layers.FrozenBatchNorm(dtype=jnp.bfloat16).apply(variables, x)
+  assert got.dtype == jnp.bfloat16
+  want = (np.asarray(x, np.float64) - [30.0, 0.0]) / np.sqrt(1 + 1e-5)
+  # bfloat16 keeps 8 significant bits: an output below 4 is rounded by at most 2^-7.
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, atol=2.0 ** -6)
+
+
 def test_frozen_batch_norm_variables_are_batch_norms():
   x = jnp.zeros((1, 2, 2, 5))
-  shapes = lambda module: jax.tree.map(jnp.shape, module.init(jax.random.PRNGKey(0), x))  # noqa
-  assert shapes(layers.FrozenBatchNorm()) == shapes(nn.BatchNorm(use_running_average=True))
+  abstract = lambda module: jax.eval_shape(module.init, jax.random.PRNGKey(0), x)  # noqa: E731
+  assert abstract(layers.FrozenBatchNorm()) == abstract(nn.BatchNorm(use_running_average=True))
 
 
 def tiny_resnet(**kw):
@@ -129,19 +144,26 @@ def tiny_vgg(**kw):
                          fc6_dilation=1, extras=((4, 8, 3, 2, 1),), **kw)
 
 
-def test_ssd_freeze_at_2_stops_at_conv2(images):
-  model = tiny_vgg(freeze_at=2)
+@pytest.mark.parametrize("freeze_at,batch_norm,frozen_layers", [
+    (2, False, ["conv1_1", "conv1_2", "conv2_1"]),
+    # conv4_3_norm reads the frozen conv4_1 (the tiny VGG's last conv4 layer) and is trained.
+    (4, True, ["conv1_1", "conv1_1_bn", "conv1_2", "conv1_2_bn", "conv2_1", "conv2_1_bn",
+               "conv3_1", "conv3_1_bn", "conv4_1", "conv4_1_bn"])])
+def test_ssd_freeze_at_stops_gradients_and_masks_those_layers(images, freeze_at, batch_norm,
+                                                              frozen_layers):
+  model = tiny_vgg(freeze_at=freeze_at, batch_norm=batch_norm)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), images)
 
   def loss(params):
     return sum(jnp.sum(m ** 2) for m in model.apply({**variables, "params": params}, images))
   grads = jax.jit(jax.grad(loss))(variables["params"])
-  mask = vgg.frozen_parameters(variables["params"], 2)
-  frozen = sorted(name for name, leaf in mask.items() if all(jax.tree.leaves(leaf)))
-  assert frozen == ["conv1_1", "conv1_2", "conv2_1"]
-  assert sorted(grads) == sorted(mask)
+  mask = vgg.frozen_parameters(variables["params"], freeze_at)
+  masked = sorted(name for name, leaf in mask.items() if all(jax.tree.leaves(leaf)))
+  assert masked == frozen_layers
+  assert not any(jax.tree.leaves({k: v for k, v in mask.items() if k not in frozen_layers}))
+  assert "conv4_3_norm" in grads and sorted(grads) == sorted(mask)
   for name, grad in grads.items():
-    assert is_zero_tree(grad) == (name in frozen), name
+    assert is_zero_tree(grad) == (name in frozen_layers), name
 
 
 def test_ssd_classifier_ends_after_fc7(images):

@@ -77,6 +77,40 @@ def test_cpu_compiler_options_keep_values_and_gradients(size, cin, cout, k, stri
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+def max_pool_gradient_loop(x, grad, window, stride, padding):
+  """Brute force in float64: each window's gradient to its first maximum in row-major order
+  (Caffe's and PyTorch's rule), the padding never chosen."""
+  (top, _), (left, _) = padding
+  result = np.zeros(x.shape)
+  for n, row, col, c in np.ndindex(grad.shape):
+    best = None
+    for i in range(window):
+      for j in range(window):
+        r, q = row * stride + i - top, col * stride + j - left
+        inside = 0 <= r < x.shape[1] and 0 <= q < x.shape[2]
+        if inside and (best is None or x[n, r, q, c] > x[n, best[0], best[1], c]):
+          best = (r, q)
+    result[n, best[0], best[1], c] += grad[n, row, col, c]
+  return result
+
+
+@pytest.mark.parametrize("window,stride,padding", [(3, 1, ((1, 1), (1, 1))),
+                                                   (3, 2, ((1, 1), (1, 1))),
+                                                   (2, 2, ((0, 1), (0, 1)))])
+def test_max_pool_gradient_goes_to_the_first_maximum(window, stride, padding):
+  """Inputs of 0, 1 and 2 (ReLU outputs are full of ties): the pooled values equal Flax's, and
+  every window's gradient reaches exactly one input, its first maximum."""
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 3, (2, 7, 9, 3)).astype(np.float32)
+  np.testing.assert_array_equal(
+      layers.max_pool(x, window, stride, padding),
+      nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding))
+  pooled, vjp = jax.vjp(lambda a: layers.max_pool(a, window, stride, padding), x)
+  grad = rng.normal(size=pooled.shape).astype(np.float32)
+  np.testing.assert_allclose(vjp(grad)[0], max_pool_gradient_loop(x, grad, window, stride,
+                                                                  padding), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(2, 9, 12, 3), (1, 8, 8, 2)])
 def test_max_pool_matches_flax_values_and_gradients(shape):
   x = jax.random.normal(jax.random.PRNGKey(0), shape)

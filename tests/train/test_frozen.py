@@ -2,6 +2,7 @@
 leaves alone, and the loop's refusal to freeze weights nobody trained."""
 import functools
 
+from flax import traverse_util
 import jax
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from experiments import retinanet
 from experiments import ssd
 from jaxdet import detectors
+from jaxdet.train import checkpoint
 from jaxdet.train import loop
 from jaxdet.train import sharding
 from jaxdet.train import state as state_lib
@@ -47,6 +49,12 @@ def test_frozen_backbone_parts_do_not_move_in_a_train_step(scenes_dir, experimen
   moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), start.params, end.params)
   assert sum(jax.tree.leaves(frozen)) > 0
   assert not any(m for m, f in zip(jax.tree.leaves(moved), jax.tree.leaves(frozen)) if f)
+  # Every unmasked kernel moves (weight decay alone moves it), so a trained layer masked by
+  # mistake fails too. Biases and norm parameters without gradient may stay: e.g. the tiny
+  # SSD's 1x1 map had no mined negatives.
+  for path, is_frozen in jax.tree_util.tree_leaves_with_path(frozen):
+    if path[-1].key == "kernel":
+      assert functools.reduce(lambda tree, key: tree[key.key], path, moved) != is_frozen, path
   for path in trained:
     assert functools.reduce(lambda tree, key: tree[key], path, moved), path
   stats_moved = jax.tree.map(lambda a, b: not np.array_equal(a, b),
@@ -62,3 +70,37 @@ def test_frozen_backbone_parts_do_not_move_in_a_train_step(scenes_dir, experimen
 def test_a_frozen_backbone_without_pretrained_weights_is_an_error(scenes_dir, tmp_path):
   with pytest.raises(ValueError, match="set --config.train.init_from=<workdir of the backbone"):
     loop.train(frozen_config(scenes_dir), str(tmp_path))
+
+
+def test_a_frozen_run_starts_from_pretrained_weights_and_resumes(scenes_dir, tmp_path):
+  """Frozen batch norm takes batch norm's weights (``init_from``), keeps them through training
+  and a resume (which needs no ``init_from``); weights missing from the pretrained run are an
+  error, not a silently random frozen layer."""
+  pretrained = str(tmp_path / "pretrained")
+  loop.train(tiny_config(scenes_dir, total_steps=1), pretrained)   # batch norm, nothing frozen
+  saved, _ = checkpoint.restore_arrays(pretrained, parts=("params", "model_state"))
+  workdir = str(tmp_path / "frozen")
+
+  def frozen_run(total_steps, init_from):
+    config = frozen_config(scenes_dir)
+    config.unlock()
+    config.train.update(total_steps=total_steps, checkpoint_every=1, init_from=init_from)
+    return loop.train(config, workdir)
+
+  detector, state, *_ = frozen_run(2, pretrained)
+  _, resumed, *_ = frozen_run(3, "")
+  assert int(resumed.step) == 3
+  frozen = detector.frozen_parameters(state.params)
+  for run in (state, resumed):
+    for path, is_frozen in traverse_util.flatten_dict(frozen).items():
+      if is_frozen:
+        np.testing.assert_array_equal(traverse_util.flatten_dict(run.params)[path],
+                                      traverse_util.flatten_dict(saved["params"])[path])
+  np.testing.assert_array_equal(resumed.model_state["batch_stats"]["backbone"]["stem_bn"]["mean"],
+                                saved["model_state"]["batch_stats"]["backbone"]["stem_bn"]["mean"])
+
+  extra = {"extra": {"kernel": np.zeros(2, np.float32)}}
+  required = jax.tree.map(lambda _: False, dict(state.params)) | {"extra": {"kernel": True}}
+  with pytest.raises(ValueError, match="lacks frozen parameters .*: params/extra/kernel"):
+    checkpoint.initialize_from(state.replace(params=dict(state.params) | extra), pretrained,
+                               required=required)

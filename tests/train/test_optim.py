@@ -113,6 +113,18 @@ def test_frozen_parameters_get_no_update_no_decay_and_no_state():
   assert size(opt_state) == size(plain) == 2
 
 
+def test_frozen_parameters_with_adamw():
+  params = {"backbone": {"kernel": jnp.array([1.0, -2.0])}, "head": {"kernel": jnp.array([4.0])}}
+  frozen = {"backbone": {"kernel": True}, "head": {"kernel": False}}
+  tx = optim.build_optimizer(sgd_config(name="adamw"), lambda step: 0.1, frozen)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  np.testing.assert_array_equal(updates["backbone"]["kernel"], [0.0, 0.0])
+  # Adam's first step is lr * m_hat / (sqrt(v_hat) + eps) = lr * g / |g|, plus the decoupled
+  # decay lr * wd * w (Loshchilov & Hutter, Alg. 2); to float32's rounding of 1 - 0.999 in the
+  # bias correction (1e-5).
+  np.testing.assert_allclose(updates["head"]["kernel"], [-0.1 * (1 + 1e-4 * 4.0)], rtol=2e-5)
+
+
 def test_nothing_frozen_keeps_the_plain_optimizer_state():
   params = {"w": jnp.zeros(3)}
   plain = optim.build_optimizer(sgd_config(), lambda step: 0.1)
