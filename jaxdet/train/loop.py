@@ -158,22 +158,6 @@ def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
   return results
 
 
-def check_frozen_start(detector, config, resuming):
-  """The detector's frozen-parameter mask (None: nothing frozen). A fresh run that freezes
-  weights must start them from a pretrained run (``train.init_from``): frozen random layers
-  would stay random. Checked before any data is read."""
-  frozen = detector.frozen_parameters(
-      state_lib.abstract_params(detector, config.data.image_size))
-  if frozen is not None and not (resuming or config.train.init_from):
-    raise ValueError(
-        "this model keeps part of its backbone as it starts (frozen layers or frozen batch "
-        "norm), which only makes sense from pretrained weights: set --config.train.init_from="
-        "<workdir of the backbone's ImageNet run, e.g. experiments/retinanet.py:"
-        "resnet50_imagenet or experiments/ssd.py:vgg16_imagenet>, or unfreeze it to train from "
-        "scratch (the experiment's docstring says how)")
-  return frozen
-
-
 def train(config, workdir, devices=None):
   """Trains ``config`` in ``workdir`` on ``devices`` (default: every device of every host),
   resuming from its latest checkpoint.
@@ -189,8 +173,6 @@ def train(config, workdir, devices=None):
     raise ValueError(f"train batch {batch_size} and eval batch {config.eval.batch_size} must be "
                      f"multiples of the {mesh.size} devices")
   detector = detectors.build(config.model)
-  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  frozen = check_frozen_start(detector, config, resuming=mngr.latest_step() is not None)
   dataset_source, classification_source = load_sources(config)
   class_names = (dataset_source or classification_source).class_names   # the dataset's own
   train_source, classification_source = detector.training_sources(dataset_source,
@@ -202,6 +184,8 @@ def train(config, workdir, devices=None):
            describe_sources(train_source, classification_source))
 
   # ------------------------------------------------------------------- Restore checkpoint.
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  frozen = detector.frozen_parameters(state.params)
   examples_seen = 0
   if mngr.latest_step() is not None:
     state, examples_seen = checkpoint.restore(mngr, state)
@@ -210,6 +194,13 @@ def train(config, workdir, devices=None):
   elif config.train.init_from:
     state, report = checkpoint.initialize_from(state, config.train.init_from, required=frozen)
     log.info("%s", report)
+  elif frozen is not None:
+    raise ValueError(
+        "this model keeps part of its backbone as it starts (frozen layers or frozen batch "
+        "norm), which only makes sense from pretrained weights: set --config.train.init_from="
+        "<workdir of the backbone's ImageNet run, e.g. experiments/retinanet.py:"
+        "resnet50_imagenet or experiments/ssd.py:vgg16_imagenet>, or unfreeze it to train from "
+        "scratch (the experiment's docstring says how)")
   last_checkpoint = int(state.step)
 
   # ------------------------------------------------------------------------------- Train.

@@ -35,17 +35,13 @@ def create_state(detector, tx, rng, image_size, use_ema):
                     opt_state=tx.init(params), ema_params=params if use_ema else {}, rng=rng)
 
 
-def abstract_params(detector, image_size):
-  """The parameters' shapes and dtypes (``jax.ShapeDtypeStruct``s), computing nothing."""
-  return jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), tuple(image_size)))["params"]
-
-
 def build_state(detector, config, mesh):
   """Fresh state (replicated over the mesh), the optimizer and the learning-rate schedule."""
   schedule = optim.learning_rate_schedule(config.train.schedule, config.train.total_steps)
   image_size = tuple(config.data.image_size)
+  params = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), image_size))["params"]
   tx = optim.build_optimizer(config.train.optimizer, schedule,
-                             detector.frozen_parameters(abstract_params(detector, image_size)))
+                             detector.frozen_parameters(params))
   create = jax.jit(lambda rng: create_state(
       detector, tx, rng, image_size, config.train.ema_decay > 0),
                    out_shardings=sharding.replicated(mesh))

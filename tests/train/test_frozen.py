@@ -90,12 +90,12 @@ def test_a_frozen_run_starts_from_pretrained_weights_and_resumes(scenes_dir, tmp
   detector, state, *_ = frozen_run(2, pretrained)
   _, resumed, *_ = frozen_run(3, "")
   assert int(resumed.step) == 3
-  frozen = detector.frozen_parameters(state.params)
+  frozen = traverse_util.flatten_dict(detector.frozen_parameters(state.params))
+  pretrained_params = traverse_util.flatten_dict(saved["params"])
   for run in (state, resumed):
-    for path, is_frozen in traverse_util.flatten_dict(frozen).items():
-      if is_frozen:
-        np.testing.assert_array_equal(traverse_util.flatten_dict(run.params)[path],
-                                      traverse_util.flatten_dict(saved["params"])[path])
+    run_params = traverse_util.flatten_dict(run.params)
+    for path in (path for path, is_frozen in frozen.items() if is_frozen):
+      np.testing.assert_array_equal(run_params[path], pretrained_params[path])
   np.testing.assert_array_equal(resumed.model_state["batch_stats"]["backbone"]["stem_bn"]["mean"],
                                 saved["model_state"]["batch_stats"]["backbone"]["stem_bn"]["mean"])
 
