@@ -16,10 +16,10 @@ import functools
 
 import flax.linen as nn
 import jax
-from jax import lax
 import jax.numpy as jnp
 
 from jaxdet.detectors import base
+from jaxdet.models import conv as conv_lib
 from jaxdet.models import vgg
 from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
@@ -55,9 +55,9 @@ class SSDHead(nn.Module):
     widths = (boxes * (self.num_classes + 1), boxes * 4)
     kernels, biases = zip(*(ConvWeights(width, name=f"{kind}_{index}")(x.shape[-1])
                             for kind, width in zip(("cls", "box"), widths)))
-    y = lax.conv_general_dilated(
+    y = conv_lib.conv_general_dilated(
         x.astype(self.dtype), jnp.concatenate(kernels, axis=-1).astype(self.dtype), (1, 1),
-        ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        ((1, 1), (1, 1)), dimension_numbers=conv_lib.NHWC)
     y = (y + jnp.concatenate(biases).astype(self.dtype)).astype(jnp.float32)
     logits, deltas = jnp.split(y, widths[:1], axis=-1)
     return (logits.reshape(y.shape[0], -1, self.num_classes + 1),

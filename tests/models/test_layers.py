@@ -1,4 +1,5 @@
-"""The CPU-shaped convolution and max pooling equal XLA's own, values and gradients."""
+"""The CPU-shaped convolution and max pooling equal XLA's own, values and gradients; the
+Winograd form equals brute force."""
 import flax.linen as nn
 import jax
 from jax import lax
@@ -75,6 +76,61 @@ def test_cpu_compiler_options_keep_values_and_gradients(size, cin, cout, k, stri
     assert "__ynn_fusion" not in compiled.as_text()
   for got, ref in zip(compiled(*args), wants):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def correlation_loops(x, w, dy):
+  """3x3 cross-correlation with one pixel of zero padding, its input and its kernel gradient,
+  as brute-force loops in float64."""
+  n, h, width, _ = x.shape
+  padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  y = np.zeros((n, h, width, w.shape[3]))
+  dx_padded = np.zeros(padded.shape)
+  dw = np.zeros(w.shape)
+  for b, i, j in np.ndindex(n, h, width):
+    for a, c in np.ndindex(3, 3):
+      y[b, i, j] += padded[b, i + a, j + c] @ w[a, c]
+      dx_padded[b, i + a, j + c] += w[a, c] @ dy[b, i, j]
+      dw[a, c] += np.outer(padded[b, i + a, j + c], dy[b, i, j])
+  return y, dx_padded[:, 1:-1, 1:-1], dw
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 8, 3, 4), (1, 7, 7, 2, 5), (1, 1, 2, 3, 2)])
+def test_winograd_convolution_equals_brute_force(shape):
+  """F(2x2, 3x3) and autodiff's gradients through it equal the direct correlation: to float64
+  rounding in float64 (the algebra), to ~1e-6 in float32; odd sizes cut partial tiles."""
+  n, h, width, cin, cout = shape
+  rng = np.random.default_rng(h * width)
+  x, w = rng.normal(size=(n, h, width, cin)), rng.normal(size=(3, 3, cin, cout))
+  dy = rng.normal(size=(n, h, width, cout))
+  wants = correlation_loops(x, w, dy)
+  with jax.enable_x64():
+    got, vjp = jax.vjp(conv.winograd_conv, jnp.asarray(x), jnp.asarray(w))
+    for g, r in zip((got, *vjp(jnp.asarray(dy))), wants):
+      np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+  got, vjp = jax.vjp(jax.jit(conv.winograd_conv), np.float32(x), np.float32(w))
+  for g, r in zip((got, *vjp(np.float32(dy))), wants):
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * np.abs(r).max())
+
+
+def uses_xla_convolution(x_shape, w_shape, stride=1, dilation=1, dtype=jnp.float32):
+  x, w = jnp.zeros(x_shape, dtype), jnp.zeros(w_shape, dtype)
+  jaxpr = jax.make_jaxpr(lambda a, b: ours(a, b, stride, dilation))(x, w)
+  return "conv_general_dilated" in str(jaxpr)
+
+
+def test_winograd_form_only_where_it_pays():
+  """3x3, stride 1, padding 1, float32, >= 256 output tiles and >= 32 channels each side."""
+  assert not uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 32))         # 16 x 16 tiles
+  assert not uses_xla_convolution((4, 15, 15, 32), (3, 3, 32, 48))         # 4 x 8 x 8 tiles
+  assert uses_xla_convolution((1, 30, 30, 32), (3, 3, 32, 32))             # 225 tiles
+  assert uses_xla_convolution((1, 32, 32, 16), (3, 3, 16, 32))             # thin input
+  assert uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 8))              # thin output
+  assert uses_xla_convolution((1, 64, 64, 32), (3, 3, 32, 32), stride=2)
+  assert uses_xla_convolution((1, 64, 64, 32), (3, 3, 32, 32), dilation=2)
+  assert uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 32), dtype=jnp.bfloat16)
+  with jax.enable_x64():
+    assert uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 32), dtype=jnp.float64)
 
 
 def max_pool_gradient_loop(x, grad, window, stride, padding):
