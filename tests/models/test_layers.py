@@ -120,17 +120,17 @@ def uses_xla_convolution(x_shape, w_shape, stride=1, dilation=1, dtype=jnp.float
 
 
 def test_winograd_form_only_where_it_pays():
-  """3x3, stride 1, padding 1, float32, >= 256 output tiles and >= 32 channels each side."""
-  assert not uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 32))         # 16 x 16 tiles
-  assert not uses_xla_convolution((4, 15, 15, 32), (3, 3, 32, 48))         # 4 x 8 x 8 tiles
-  assert uses_xla_convolution((1, 30, 30, 32), (3, 3, 32, 32))             # 225 tiles
-  assert uses_xla_convolution((1, 32, 32, 16), (3, 3, 16, 32))             # thin input
-  assert uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 8))              # thin output
-  assert uses_xla_convolution((1, 64, 64, 32), (3, 3, 32, 32), stride=2)
-  assert uses_xla_convolution((1, 64, 64, 32), (3, 3, 32, 32), dilation=2)
-  assert uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 32), dtype=jnp.bfloat16)
+  """3x3, stride 1, padding 1, float32, >= 256 output tiles and >= 128 channels each side."""
+  assert not uses_xla_convolution((1, 32, 32, 128), (3, 3, 128, 128))      # 16 x 16 tiles
+  assert not uses_xla_convolution((4, 15, 15, 128), (3, 3, 128, 200))      # 4 x 8 x 8 tiles
+  assert uses_xla_convolution((1, 30, 30, 128), (3, 3, 128, 128))          # 225 tiles
+  assert uses_xla_convolution((1, 32, 32, 64), (3, 3, 64, 128))            # thin input
+  assert uses_xla_convolution((1, 32, 32, 128), (3, 3, 128, 100))          # thin output
+  assert uses_xla_convolution((1, 64, 64, 128), (3, 3, 128, 128), stride=2)
+  assert uses_xla_convolution((1, 64, 64, 128), (3, 3, 128, 128), dilation=2)
+  assert uses_xla_convolution((1, 32, 32, 128), (3, 3, 128, 128), dtype=jnp.bfloat16)
   with jax.enable_x64():
-    assert uses_xla_convolution((1, 32, 32, 32), (3, 3, 32, 32), dtype=jnp.float64)
+    assert uses_xla_convolution((1, 32, 32, 128), (3, 3, 128, 128), dtype=jnp.float64)
 
 
 def max_pool_gradient_loop(x, grad, window, stride, padding):
