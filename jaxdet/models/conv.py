@@ -64,7 +64,7 @@ WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.fl
 WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
 # Below these the 16 products are too thin to repay the transforms (BENCHMARKS.md): YOLOv3-416's
 # 13x13 maps at batch 2 (98 tiles) made its inference 1.5x slower in Winograd form, and the
-# tiny_digits models' 64-channel layers their train steps 1.16-1.33x slower.
+# tiny_digits models' 64-channel layers their train steps 1.06-1.33x slower.
 WINOGRAD_MIN_TILES = 256
 WINOGRAD_MIN_CHANNELS = 128
 
