@@ -7,13 +7,16 @@ Variants:
                   oversamples COCO "so that ImageNet is only larger by a factor of 4:1"),
                   over darknet's 9,418-node WordTree (``9k.tree``, ``9k.names``; COCO's classes
                   placed by ``coco9k.map``; ImageNet's wnids are node names), 3 priors per
-                  cell (darknet's ``cfg/yolo9000.cfg``), YOLOv2's recipe otherwise, evaluated
-                  on COCO's 80 classes at 544x544. Give the tree files by flag:
+                  cell, the network, head and loss of darknet's ``cfg/yolo9000.cfg`` and region
+                  layer as released with yolo9000.weights (jaxdet.detectors.yolo9000), YOLOv2's
+                  recipe otherwise, evaluated on COCO's 80 classes at 544x544. Give the tree
+                  files by flag:
                     --config.model.tree.file=9k.tree --config.model.tree.names_file=9k.names
                     --config.model.class_map_file=coco9k.map
                   (darknet's data/ folder, https://github.com/pjreddie/darknet) and prepare
                   ``coco/2017`` and ``imagenet2012`` in --config.data.data_dir.
-  tiny_digits     the paper's claim in miniature on the shipped data (README "YOLO9000"): a
+  tiny_digits     the paper's claim in miniature on the shipped data (README "YOLO9000"), with
+                  the paper's rule for classification images (no no-object term): a
                   tree top -> even / odd -> the digits; detection boxes of ``digit_scenes``
                   keep their digit for 0-4 but carry only the parent ("even" / "odd") for 5-9;
                   ``digit_crops`` classification images carry every digit, 1 per 2 detection
@@ -53,12 +56,18 @@ def with_wordtree(model):
   model.classification_map_file = ""     # classification classes: by name unless a map is given
   model.hierarchy_threshold = 0.5        # darknet's -hier threshold of the top-down prediction
   model.loss.classification_iou = 0.3    # Sec. 4: assumed IoU of the best box with the truth
+  model.loss.classification_noobject = False   # darknet: no-object at the image's other slots
   return model
 
 
 def coco_imagenet():
+  """darknet's cfg/yolo9000.cfg with its region layer of 2017-01-04, which trained the released
+  yolo9000.weights: the prediction on Darknet-19's last layer, the no-object term on every other
+  slot of a classification image (and the 0.3 objectness pull of the paper)."""
   c = yolo_v2.paper_recipe("coco", 544)
   c.model = with_wordtree(yolo_v2.model_config(80, YOLO9000_PRIORS))
+  c.model.head = "darknet19"
+  c.model.loss.classification_noobject = True
   c.data.classification = "imagenet2012:train"
   c.data.classification_ratio = (4, 1)
   return c

@@ -4,8 +4,9 @@ r"""YOLOv2 (Redmon & Farhadi 2017, "YOLO9000: Better, Faster, Stronger") recipes
 Variants:
   yolov2_voc_416  the paper's VOC detector (Sec. 3 "Training for detection"): VOC 2007+2012
                   trainval, 160 epochs of batch 64 (41,400 steps), SGD momentum 0.9, weight
-                  decay 5e-4, lr 1e-3 divided by 10 at epochs 60 and 90 (with darknet's
-                  1,000-step burn-in), multi-scale training over {320, 352, ..., 608}, a new
+                  decay 5e-4, lr 1e-3 divided by 10 at epochs 60 and 90 (after darknet's
+                  1,000-step burn-in, (step / 1000)^4), multi-scale training over {320, 352,
+                  ..., 608}, a new
                   size every 10 batches (Sec. 2), evaluated at 416x416 with VOC07 11-point mAP
                   (Table 3: 76.8 mAP at 416, 67 FPS).
   yolov2_voc_544  the same evaluated at 544x544 (Table 3: 78.6 mAP, 40 FPS).
@@ -21,10 +22,19 @@ Variants:
   darknet19_imagenet_448  its fine-tuning at 448x448: "10 epochs ... starting at a learning
                   rate of 10^-3"; start it from the 224 run with --config.train.init_from.
 
-Priors are in cells of the stride-32 output (darknet's unit; they scale with the input). The
-VOC and COCO ones are darknet's k-means priors (``cfg/yolo-voc.cfg``, ``cfg/yolo.cfg``). For
+The paper recipes follow the paper and the darknet revision that trained its models
+(cfg/yolo-voc.cfg and cfg/yolo.cfg of 2016-11-26 with src/region_layer.c of 2016-11-17): the
+passthrough reorganises the 26x26x512 map itself (Sec. 2), every truth's coordinates weigh 1,
+and the priors are that cfg's k-means clusters. darknet's later cfg/yolov2-voc.cfg (2017, with
+its released yolov2-voc.weights) differs in three settings; to train that form, pass
+  --config.model.passthrough_width=64 --config.model.loss.coord_area_weight=True
+  --config.model.priors="((1.3221,1.73145),(3.19275,4.00944),(5.05587,8.09892),(9.47112,4.84053),(11.2364,10.0071))"
+Priors are in cells of the stride-32 output (darknet's unit; they scale with the input). For
 your own data, run ``scripts/kmeans_anchors.py --k=5 --output=priors.json`` and train with
 ``--config.model.priors_file=priors.json``.
+
+The loss is darknet's region layer with halved squared errors (jaxdet.detectors.yolo_v2), so the
+learning rates are darknet's.
 
 The paper's detectors start from Darknet-19 trained on ImageNet: train the two
 ``darknet19_imagenet`` variants, then pass ``--config.train.init_from=<the 448 run's workdir>``;
@@ -39,11 +49,11 @@ import ml_collections
 from jaxdet import config as config_lib
 from jaxdet.models import darknet
 
-# darknet's k-means priors (w, h) in stride-32 cells: cfg/yolo-voc.cfg and cfg/yolo.cfg.
-VOC_PRIORS = ((1.3221, 1.73145), (3.19275, 4.00944), (5.05587, 8.09892), (9.47112, 4.84053),
-              (11.2364, 10.0071))
-COCO_PRIORS = ((0.57273, 0.677385), (1.87446, 2.06253), (3.33843, 5.47434), (7.88282, 3.52778),
-               (9.77052, 9.16828))
+# darknet's k-means priors (w, h) in stride-32 cells: cfg/yolo-voc.cfg and cfg/yolo.cfg as
+# released with the paper (2016-11-26).
+VOC_PRIORS = ((1.08, 1.19), (3.42, 4.41), (6.63, 11.38), (9.42, 5.11), (16.62, 10.52))
+COCO_PRIORS = ((0.738768, 0.874946), (2.42204, 2.65704), (4.30971, 7.04493), (10.246, 4.59428),
+               (12.6868, 11.8741))
 # Multi-scale training (Sec. 2): "{320, 352, ..., 608}".
 PAPER_SIZES = tuple(range(320, 609, 32))
 
@@ -54,12 +64,14 @@ def model_config(num_classes, priors=VOC_PRIORS):
       num_classes=num_classes,
       dtype="float32",
       backbone=dict(stages=darknet.DARKNET19_STAGES),
+      head="yolov2",                          # or "darknet19" (cfg/yolo9000.cfg's)
       head_width=1024,                        # Sec. 3: three 3x3 convolutions of 1024 filters
-      passthrough_width=64,                   # darknet's 1x1 reduction of the 26x26 features
+      passthrough_width=0,                    # Sec. 2: 26x26x512 -> 13x13x2048; 2017 cfg: 64
       priors=priors,                          # (w, h) in stride-32 cells; k = 5 (Sec. 2)
       priors_file="",                         # JSON of scripts/kmeans_anchors.py, if set
       loss=dict(coord_weight=1.0, object_weight=5.0, noobject_weight=1.0, class_weight=1.0,
-                ignore_threshold=0.6),        # darknet region layer (cfg/yolo-voc.cfg)
+                ignore_threshold=0.6,         # darknet region layer (cfg/yolo-voc.cfg)
+                coord_area_weight=False),     # 2 - w h weights coordinates (since 2017)
       decode=dict(score_threshold=0.005, pre_nms_topk=1000, nms_iou_threshold=0.45,
                   max_detections=100),        # darknet's "detector valid" settings
   ))
@@ -98,20 +110,19 @@ def paper_recipe(dataset, eval_size):
   c.train.checkpoint_every = 2_000
   c.train.optimizer.weight_decay = 5e-4
   c.train.schedule = ml_collections.ConfigDict(dict(
-      name="step", base_lr=1e-3, warmup_steps=1000, warmup_factor=0.001,
-      decay_steps=(round(60 * epoch), round(90 * epoch)), decay_factor=0.1))
+      name="step", base_lr=1e-3, warmup="burn_in", warmup_steps=1000, burn_in_power=4.0,
+      warmup_factor=0.0, decay_steps=(round(60 * epoch), round(90 * epoch)), decay_factor=0.1))
   c.eval.batch_size = 16
   return c
 
 
 def tiny(num_classes=10):
   """Darknet-19 at 1/8 width with one convolution per stage, 128x128 input (4x4 cells), priors
-  for the 10-60 pixel digits of ``digit_scenes``."""
+  for the 10-60 pixel digits of ``digit_scenes``; the paper's passthrough and loss."""
   c = config_lib.base_config()
   c.model = model_config(num_classes, priors=((0.45, 0.45), (0.8, 0.8), (1.2, 1.2)))
   c.model.backbone.stages = ((16, 3),), ((32, 3),), ((64, 3),), ((64, 3),), ((128, 3),), ((128, 3),)
   c.model.head_width = 128
-  c.model.passthrough_width = 16
   c.data.image_size = (128, 128)
   c.data.multi_scale_sizes = (96, 128, 160)
   c.data.max_boxes = 16
@@ -121,7 +132,8 @@ def tiny(num_classes=10):
 
 
 def smallest(c):
-  """``c`` (a ``tiny`` config) shrunk to the smallest network and the smoke-test schedule."""
+  """``c`` (a ``tiny`` config) shrunk to the smallest network and the smoke-test schedule, with
+  the 2017 cfg's 1x1 passthrough reduction (so that the tests build both forms)."""
   c = config_lib.smoke_test_recipe(c)
   c.model.backbone.stages = ((8, 3),), ((8, 3),), ((8, 3),), ((16, 3),), ((16, 3),), ((16, 3),)
   c.model.head_width = 16

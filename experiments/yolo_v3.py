@@ -3,8 +3,8 @@ r"""YOLOv3 (Redmon & Farhadi 2018) recipes; pick one with ``--config=experiments
 Variants:
   yolov3_416_coco  darknet's cfg/yolov3.cfg recipe on COCO 2017 train, 416x416 warped input:
                    Darknet-53 + three scales with the 9 COCO k-means priors, batch 64, SGD
-                   momentum 0.9, weight decay 5e-4, lr 1e-3 after a 1,000-step warmup
-                   ("burn_in"), x0.1 at 400k and 450k of 500,200 steps; multi-scale training
+                   momentum 0.9, weight decay 5e-4, lr 1e-3 after darknet's 1,000-step burn-in
+                   ((step / 1000)^4), x0.1 at 400k and 450k of 500,200 steps; multi-scale training
                    at 320..608 (step 32, a new size every 10 batches), darknet's augmentation
                    (jitter .3, hue .1, saturation and exposure 1.5); COCO AP on val2017.
   yolov3_320_coco  the same, evaluated at 320x320 (Table 3's YOLOv3-320).
@@ -55,7 +55,9 @@ def model_config(num_classes):
       priors_file="",                          # JSON of scripts/kmeans_anchors.py --k=9, if set
       priors_per_level=MASKS,
       loss=dict(coord_weight=1.0, object_weight=1.0, noobject_weight=1.0, class_weight=1.0,
-                ignore_threshold=0.5,          # Sec. 2.1 (yolov3.cfg: ignore_thresh = .7)
+                coord_loss="darknet",          # darknet's yolo layer; "sse": Sec. 2.1's text
+                ignore_threshold=0.5,          # Sec. 2.1 and yolov3.cfg as released (since
+                #                                2018-05-06 the cfg says .7)
                 objectness_loss="bce",         # Sec. 2.1; "focal": Sec. 5, cost ~2 mAP
                 focal_alpha=0.25, focal_gamma=2.0),
       decode=dict(score_threshold=0.005, pre_nms_topk=1000, nms_iou_threshold=0.45,
@@ -90,7 +92,8 @@ def paper_recipe(size):
   c.train.checkpoint_every = 10_000
   c.train.optimizer.weight_decay = 5e-4                 # decay=0.0005
   c.train.schedule = ml_collections.ConfigDict(dict(
-      name="step", base_lr=1e-3, warmup_steps=1000, warmup_factor=0.001,   # burn_in=1000
+      name="step", base_lr=1e-3, warmup="burn_in", warmup_steps=1000,     # burn_in=1000
+      burn_in_power=4.0, warmup_factor=0.0,
       decay_steps=(400_000, 450_000), decay_factor=0.1))                  # steps, scales .1
   c.eval.batch_size = 16
   c.eval.metrics = ("coco",)

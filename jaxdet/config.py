@@ -45,7 +45,9 @@ def base_config():
       grad_clip_norm=0.0))
   c.train.schedule = ml_collections.ConfigDict(dict(
       name="step", base_lr=0.01, warmup_steps=1000, warmup_factor=0.001,
-      decay_steps=(600, 800), decay_factor=0.1))
+      decay_steps=(600, 800), decay_factor=0.1,
+      warmup="linear",                         # or "burn_in": darknet's (step / warmup)^power
+      burn_in_power=4.0))                      # (optional keys in a recipe's own schedule)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16

@@ -12,12 +12,27 @@ classification images:
   nothing deeper (darknet's ``delta_region_class`` with a tree).
 * Detection images (Sec. 4 "Joint classification and detection") train every YOLOv2 term, the
   class term as the hierarchical cross-entropy above.
-* Classification images (batch ``image_label >= 0``, no boxes) train only the class term, "on
-  just its predicted tree" at "the bounding box that predicts the highest probability for that
-  class" (``Pr(object) * Pr(label)`` over all slots), plus the objectness term "assuming that
-  the predicted box overlaps what would be the ground truth label by at least .3 IoU": darknet
-  pulls that box's objectness up to 0.3 (``object_scale (.3 - sigma(t_o))`` when below, else
-  nothing). No coordinate or no-object term for them.
+* Classification images (batch ``image_label >= 0``, no boxes), as the paper: "we only
+  backpropagate classification loss", "on just its predicted tree", at "the bounding box that
+  predicts the highest probability for that class" (``Pr(object) * Pr(label)`` over all slots,
+  as darknet ranks them), and "we also assume that the predicted box overlaps what would be the
+  ground truth label by at least .3 IoU and we backpropagate objectness loss based on this
+  assumption": that box's objectness is pulled up to ``loss.classification_iou`` (0.3) when
+  below it, ``l_obj (0.3 - sigma(t_o))^2 / 2``, nothing above. No coordinate term.
+* darknet's code differs on classification images (src/region_layer.c): every other slot gets
+  the no-object term ``l_noobj sigma(t_o)^2 / 2`` (``loss.classification_noobject``), in the
+  revision released with yolo9000.weights (2017-01-04) and since; from July 2017 the chosen
+  box's 0.3 pull is computed and then overwritten by 0 (``loss.classification_iou=0``).
+* Priors: 3 per cell instead of 5, "to limit the output size" (Sec. 4). The paper says "we use
+  the base YOLOv2 architecture"; darknet's released cfg/yolo9000.cfg puts the prediction on
+  Darknet-19's last layer without YOLOv2's added convolutions and passthrough
+  (``model.head="darknet19"``).
+
+The recipe (experiments/yolo9000.py) follows what produced the paper's numbers, darknet's
+yolo9000.cfg and region layer of 2017-01-04: the ``darknet19`` head, the no-object term on
+classification images and the 0.3 pull. Deliberate deviation: two truths on one slot train the
+later one only, while darknet's tree deltas keep the sibling groups of the earlier truth's path
+that the later one does not overwrite.
 * Priors: 3 per cell instead of 5, "to limit the output size" (Sec. 4).
 
 Labels meet the tree in :meth:`YOLO9000.training_sources`: detection classes go to their node
@@ -37,6 +52,7 @@ import numpy as np
 from jaxdet.data import sources
 from jaxdet.detectors import yolo_slots
 from jaxdet.detectors import yolo_v2
+from jaxdet.ops import losses
 from jaxdet.ops import wordtree
 
 
@@ -113,8 +129,9 @@ class YOLO9000(yolo_v2.YOLOv2):
 
   def image_label_terms(self, outputs, image_label):
     """``[B, N]`` terms of classification images (``image_label [B]``, -1 for detection
-    images): the class term at the slot of highest ``Pr(object) Pr(label)`` and its objectness
-    pulled up to ``loss.classification_iou``."""
+    images): the class term at the slot of highest ``Pr(object) Pr(label)``, its objectness
+    pulled up to ``loss.classification_iou``, and with ``loss.classification_noobject`` the
+    no-object term at every other slot (module docstring)."""
     cfg = self.config.loss
     labelled = image_label >= 0
     label = jnp.broadcast_to(jnp.maximum(image_label, 0)[:, None],
@@ -123,10 +140,16 @@ class YOLO9000(yolo_v2.YOLOv2):
     log_objectness = jax.nn.log_sigmoid(outputs["objectness_logits"])
     best = jnp.argmax(jax.lax.stop_gradient(log_objectness - nll), axis=1)
     chosen = jax.nn.one_hot(best, label.shape[1], dtype=jnp.bool_) & labelled[:, None]
-    shortfall = jnp.maximum(cfg.classification_iou - jax.nn.sigmoid(outputs["objectness_logits"]),
-                            0.0)
-    return {"image_class_loss": cfg.class_weight * jnp.where(chosen, nll, 0.0),
-            "image_object_loss": cfg.object_weight * jnp.where(chosen, jnp.square(shortfall), 0.0)}
+    objectness = jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))
+    shortfall = jnp.maximum(cfg.classification_iou - objectness, 0.0)
+    terms = {"image_class_loss": cfg.class_weight * jnp.where(chosen, nll, 0.0),
+             "image_object_loss": cfg.object_weight * jnp.where(
+                 chosen, losses.half_squared_error(shortfall, 0.0), 0.0)}
+    if cfg.classification_noobject:
+      others = labelled[:, None] & ~chosen
+      terms["image_noobject_loss"] = cfg.noobject_weight * jnp.where(
+          others, losses.half_squared_error(objectness, 0.0), 0.0)
+    return terms
 
   def loss(self, outputs, batch):
     """YOLOv2's terms on detection images, :meth:`image_label_terms` on classification images,

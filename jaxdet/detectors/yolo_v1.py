@@ -36,6 +36,7 @@ from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
 from jaxdet.models import yolo_v1_net
 from jaxdet.ops import boxes as box_ops
+from jaxdet.ops import losses
 
 
 class YOLOv1Model(nn.Module):
@@ -130,7 +131,7 @@ class YOLOv1(base.Detector):
     super().__init__(YOLOv1Model(net=net), config.num_classes)
 
   def loss(self, outputs, batch):
-    """Eq. 3, normalized by the number of images of the global batch.
+    """Half of Eq. 3, normalized by the number of images of the global batch.
 
     ``lambda_coord * sum_ij 1_ij^obj [(x - x^)^2 + (y - y^)^2 + (sqrt w - sqrt w^)^2
     + (sqrt h - sqrt h^)^2]`` over the responsible boxes, ``+ sum_ij 1_ij^obj (C - C^)^2`` with
@@ -144,10 +145,13 @@ class YOLOv1(base.Detector):
     cell without objects are penalized towards 0, while in a cell with an object only the
     responsible box's confidence enters the loss.
 
-    The sum is divided by the number of images, as darknet's SGD update divides the summed
-    gradient by the batch; under sharded jit the shape is the global one, so every device
-    divides by the same number. The metrics are the four weighted terms (they add up to the
-    loss) and ``num_positive``, the responsible boxes of the batch.
+    Every squared error is halved: darknet's detection layer (src/detection_layer.c)
+    back-propagates ``scale * (target - output)``, the gradient of half the squared error, so
+    ``jax.grad`` of each term equals darknet's delta and the paper's learning rates and weight
+    decay carry over unchanged. The sum is divided by the number of images, as darknet's SGD
+    update divides the summed gradient by the batch; under sharded jit the shape is the global
+    one, so every device divides by the same number. The metrics are the four weighted terms
+    (they add up to the loss) and ``num_positive``, the responsible boxes of the batch.
     """
     cfg = self.config.loss
     grid = outputs["grid"].astype(jnp.float32)
@@ -166,19 +170,20 @@ class YOLOv1(base.Detector):
     offset = truth_cxcywh[..., :2] * self.grid_size - cell_corners(self.grid_size)
     sqrt_size = jnp.sqrt(jnp.maximum(truth_cxcywh[..., 2:], 0.0))
     box_target = jnp.concatenate([offset, sqrt_size], axis=-1)[..., None, :]   # [B, S, S, 1, 4]
-    coord_error = jnp.sum(jnp.square(box_outputs - box_target), axis=-1)
+    coord_error = jnp.sum(losses.half_squared_error(box_outputs, box_target), axis=-1)
     coord_loss = cfg.lambda_coord * jnp.sum(jnp.where(responsible, coord_error, 0.0))
 
     # C^ = IoU of the stop-gradient prediction: a constant target.
-    object_loss = jnp.sum(jnp.where(responsible, jnp.square(confidence - iou), 0.0))
+    object_loss = jnp.sum(jnp.where(responsible, losses.half_squared_error(confidence, iou), 0.0))
     if cfg.confidence_per_cell:
       no_object = jnp.broadcast_to(~has_object[..., None], responsible.shape)
     else:
       no_object = ~responsible
-    noobject_loss = cfg.lambda_noobj * jnp.sum(jnp.where(no_object, jnp.square(confidence), 0.0))
+    noobject_loss = cfg.lambda_noobj * jnp.sum(
+        jnp.where(no_object, losses.half_squared_error(confidence, 0.0), 0.0))
 
     class_target = jax.nn.one_hot(batch["labels"][batch_index, slot], self.num_classes)
-    class_error = jnp.sum(jnp.square(class_scores - class_target), axis=-1)
+    class_error = jnp.sum(losses.half_squared_error(class_scores, class_target), axis=-1)
     class_loss = jnp.sum(jnp.where(has_object, class_error, 0.0))
 
     return yolo_slots.per_image_sum({"coord_loss": coord_loss, "object_loss": object_loss,

@@ -10,20 +10,41 @@ Clusters", ``scripts/kmeans_anchors.py``), direct location prediction
 truth, and classes by a softmax per anchor. Multi-scale training (Sec. 2) is the data pipeline's
 ``data.multi_scale_sizes``: the head is fully convolutional, so any multiple of 32 works.
 
-The paper does not write the loss out. It is the one of darknet's ``region`` layer, which
-trained the paper's models (``cfg/yolo-voc.cfg``), summed over the slots of an image and
-averaged over the images of the global batch:
+Two forms of the passthrough (``passthrough_width``):
+  * 0: the paper's, "turns the 26 x 26 x 512 feature map into a 13 x 13 x 2048 feature map"
+    (Sec. 2), as darknet's cfg/yolo-voc.cfg of Nov. 2016 that trained the paper's models (the
+    recipes');
+  * 64: darknet's later cfg/yolov2-voc.cfg (since March 2017, with its released
+    yolov2-voc.weights), a 1x1 convolution to 64 channels before the reorganisation
+    (13 x 13 x 256).
+``head="darknet19"`` drops the three added convolutions and the passthrough: the 1x1 prediction
+sits on Darknet-19's last layer, as darknet's cfg/yolo9000.cfg.
 
-  L = sum_pos [ l_coord (2 - w h / (W H)) ((sigma(t_x) - x*)^2 + (sigma(t_y) - y*)^2
-                                           + (t_w - t_w*)^2 + (t_h - t_h*)^2)
-              + l_obj (sigma(t_o) - IoU(b, truth))^2 + l_class CE(softmax(classes), k) ]
-    + l_noobj sum_{unassigned, max IoU(b, truths) <= thresh} sigma(t_o)^2,
+The paper does not write the loss out. It is darknet's region layer (``src/region_layer.c``,
+``forward_region_layer`` and the GPU backward pass, which multiplies the x, y and objectness
+deltas by the sigmoid's derivative), summed over the slots of an image and averaged over the
+images of the global batch:
+
+  L = sum_pos [ l_coord s ((sigma(t_x) - x*)^2 + (sigma(t_y) - y*)^2 + (t_w - t_w*)^2
+                           + (t_h - t_h*)^2) / 2
+              + l_obj (sigma(t_o) - IoU(b, truth))^2 / 2 + l_class CE(softmax(classes), k) ]
+    + l_noobj sum_{unassigned, max IoU(b, truths) <= thresh} sigma(t_o)^2 / 2,
 
 with ``l_coord = 1, l_obj = 5, l_noobj = 1, l_class = 1, thresh = 0.6`` (the cfg's scales,
-``rescore=1``). Darknet's class term propagates ``onehot - softmax`` into the logits, the
-gradient of the cross-entropy written here. Each truth has one slot: the prior of the best
-shape IoU in the cell holding its centre (``jaxdet.ops.matching.yolo_assign``). Darknet's extra
-term pulling every box toward its prior during the first 12,800 images is not used.
+``rescore=1``) and ``s = 2 - w h / (W H)`` (``loss.coord_area_weight``; the region layer of
+Nov. 2016 has ``s = 1``). The halves make ``jax.grad`` of each term with respect to the raw
+outputs equal darknet's delta (``scale * (target - output)``, the gradient of half the squared
+error), so darknet's learning rates and weight decay apply unchanged. Darknet's class delta
+``onehot - softmax`` is the gradient of the cross-entropy written here. Each truth has one slot:
+the prior of the best shape IoU in the cell holding its centre
+(``jaxdet.ops.matching.yolo_truth_slots``); on a shared slot the later truth wins, as darknet's
+writes.
+
+Deliberate deviations from darknet's region layer:
+  * its extra term pulling every box toward its prior (scale 0.01) during the first 12,800
+    images is not used: the loss does not see the training step;
+  * darknet shuffles an image's truths when loading, so which of two truths on one slot wins is
+    random there; here the later slot of the padded batch wins, deterministically.
 """
 import functools
 
@@ -51,26 +72,40 @@ def space_to_depth(x, block=2):
                                                block * block * channels)
 
 
+HEADS = ("yolov2", "darknet19")
+
+
 class YOLOv2Model(nn.Module):
-  """Darknet-19 and the detection head; outputs per slot (row, column, prior), float32."""
+  """Darknet-19 and the detection head (module docstring); outputs per slot (row, column,
+  prior), float32."""
   num_classes: int
   num_priors: int
   stages: tuple = darknet.DARKNET19_STAGES
+  head: str = "yolov2"                 # or "darknet19": cfg/yolo9000.cfg, no added layers
   head_width: int = 1024               # the three added 3x3 convolutions (Sec. 3)
-  passthrough_width: int = 64          # 1x1 reduction before space-to-depth (darknet's cfg)
+  passthrough_width: int = 64          # 1x1 reduction before space-to-depth; 0: none (paper)
   dtype: jnp.dtype = jnp.float32
+
+  def __post_init__(self):
+    if self.head not in HEADS:
+      raise ValueError(f"model.head={self.head!r}: one of {HEADS}")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, images, train=False):
     features = darknet.Darknet19(stages=self.stages, dtype=self.dtype, name="backbone")(
         images.astype(self.dtype), train)
     x = features["stride32"]
-    for index in (1, 2):
-      x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name=f"head{index}")(x, train)
-    fine = darknet.ConvBNLeaky(self.passthrough_width, 1, dtype=self.dtype,
-                               name="passthrough")(features["stride16"], train)
-    x = jnp.concatenate([space_to_depth(fine), x], axis=-1)
-    x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name="head3")(x, train)
+    if self.head == "yolov2":
+      for index in (1, 2):
+        x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name=f"head{index}")(
+            x, train)
+      fine = features["stride16"]
+      if self.passthrough_width:
+        fine = darknet.ConvBNLeaky(self.passthrough_width, 1, dtype=self.dtype,
+                                   name="passthrough")(fine, train)
+      x = jnp.concatenate([space_to_depth(fine), x], axis=-1)
+      x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name="head3")(x, train)
     x = layers.conv(self.num_priors * (5 + self.num_classes), 1, use_bias=True, dtype=self.dtype,
                     kernel_init=nn.initializers.normal(0.01), name="predict")(x)
     x = x.astype(jnp.float32).reshape(x.shape[0], -1, 5 + self.num_classes)
@@ -89,7 +124,7 @@ class YOLOv2(base.Detector):
     model = YOLOv2Model(num_classes=class_outputs or config.num_classes,
                         num_priors=len(self.priors_cells),
                         stages=base.nested_tuples(config.backbone.stages),
-                        head_width=config.head_width,
+                        head=config.head, head_width=config.head_width,
                         passthrough_width=config.passthrough_width,
                         dtype=jnp.dtype(config.dtype))
     super().__init__(model, config.num_classes)
@@ -117,15 +152,16 @@ class YOLOv2(base.Detector):
     slot targets."""
     cfg = self.config.loss
     grid = self.grid(tuple(batch["image"].shape[1:3]))
-    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch)
+    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch, cfg.coord_area_weight)
     objectness = jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))
     unassigned = ~targets.positive & (targets.best_iou <= cfg.ignore_threshold)
     terms = {
         "coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(outputs["box_logits"],
                                                                     targets),
         "object_loss": cfg.object_weight * jnp.where(
-            targets.positive, jnp.square(objectness - targets.assigned_iou), 0.0),
-        "noobject_loss": cfg.noobject_weight * jnp.where(unassigned, jnp.square(objectness), 0.0),
+            targets.positive, losses.half_squared_error(objectness, targets.assigned_iou), 0.0),
+        "noobject_loss": cfg.noobject_weight * jnp.where(
+            unassigned, losses.half_squared_error(objectness, 0.0), 0.0),
         "class_loss": cfg.class_weight * self.class_loss(outputs, targets)}
     return terms, targets
 

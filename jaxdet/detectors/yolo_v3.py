@@ -10,6 +10,23 @@ prediction (Sec. 2.1, ``jaxdet.ops.boxes.yolo_decode``). The 9 k-means priors ar
 input pixels (darknet's yolo layer divides them by the network size, so they do not scale with
 the input), 3 per scale: the smallest at stride 8. Outputs and slots are ordered level-major
 from stride 8 to stride 32, then row, column, prior (``jaxdet.ops.anchors.YoloGrid``).
+
+The loss is darknet's yolo layer (src/yolo_layer.c, ``forward_yolo_layer``; its backward pass
+adds the deltas to the raw outputs as they are), each term's ``jax.grad`` with respect to the
+raw outputs equal to darknet's delta. The paper and the code differ in three places:
+  * coordinates (``loss.coord_loss``): the paper says "sum of squared error loss" (Sec. 2.1),
+    ``"sse"`` here, YOLOv2's halved squared errors on ``sigma(t_x), sigma(t_y), t_w, t_h``
+    (``yolo_slots.coordinate_loss``). darknet passes ``scale (x* - sigma(t_x))`` to ``t_x``
+    without the sigmoid's derivative, the gradient of a binary cross-entropy on ``sigma(t_x)``,
+    and ``scale (t_w* - t_w)`` to ``t_w``: ``"darknet"``, what the recipes use, since it trained
+    the published models. ``scale = 2 - w h / (W H)`` in both;
+  * the ignore threshold: the paper says 0.5 (Sec. 2.1), as cfg/yolov3.cfg released with it
+    (2018-03-25); that cfg says 0.7 since 2018-05-06 (``loss.ignore_threshold``; the recipes:
+    0.5);
+  * a slot assigned two truths learns the classes of both (darknet's ``delta_yolo_class`` adds
+    the later class to the earlier one's), its box and objectness the later truth's.
+Objectness and classes are binary cross-entropies in both (Sec. 2.1, 2.2), as darknet's
+``target - sigma(t)`` deltas on the raw logits.
 """
 import functools
 
@@ -84,10 +101,7 @@ def feature_sizes(image_size):
   return tuple((height // s, width // s) for s in STRIDES)
 
 
-def binary_cross_entropy(logits, targets):
-  """``-t log sigma(x) - (1 - t) log(1 - sigma(x))`` element-wise, in float32 log space."""
-  logits = logits.astype(jnp.float32)
-  return -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
+COORD_LOSSES = {"darknet": "logistic", "sse": "squared"}   # -> yolo_slots.coordinate_loss
 
 
 def objectness_terms(logits, positive, negative, config):
@@ -96,7 +110,7 @@ def objectness_terms(logits, positive, negative, config):
   ``config.objectness_loss = "focal"``."""
   targets = positive.astype(jnp.float32)
   if config.objectness_loss == "bce":
-    per_slot = binary_cross_entropy(logits, targets)
+    per_slot = losses.binary_cross_entropy(logits, targets)
   elif config.objectness_loss == "focal":
     per_slot = losses.sigmoid_focal_loss(logits, targets, config.focal_alpha, config.focal_gamma)
   else:
@@ -105,11 +119,12 @@ def objectness_terms(logits, positive, negative, config):
           jnp.sum(jnp.where(negative, per_slot, 0.0)))
 
 
-def class_term(logits, targets, num_classes):
+def class_term(logits, targets, labels, num_classes):
   """Independent logistic classifiers (Sec. 2.2: "we simply use independent logistic
-  classifiers", binary cross-entropy, no softmax) against the one-hot label, positives only."""
-  one_hot = jax.nn.one_hot(targets.labels, num_classes)
-  bce = binary_cross_entropy(logits, one_hot)
+  classifiers", binary cross-entropy, no softmax) against the classes of the truths assigned to
+  each positive slot (``yolo_slots.slot_label_union`` of ``labels [B, M]``)."""
+  class_targets = yolo_slots.slot_label_union(targets, labels, num_classes)
+  bce = losses.binary_cross_entropy(logits, class_targets)
   return jnp.sum(jnp.where(targets.positive[..., None], bce, 0.0))
 
 
@@ -141,28 +156,31 @@ class YOLOv3(base.Detector):
   def loss(self, outputs, batch):
     """Sec. 2.1-2.2 with darknet's yolo layer:
 
-    * coordinates: the sum of squared errors of ``yolo_slots.coordinate_loss`` at the slot
-      assigned to each truth (one prior per truth, the best by shape IoU of all nine);
+    * coordinates: ``yolo_slots.coordinate_loss`` in the form of ``loss.coord_loss`` (module
+      docstring) at the slot assigned to each truth (one prior per truth, the best by shape IoU
+      of all nine);
     * objectness: logistic regression, target 1 at the assigned slots, 0 at the others except
-      those whose predicted box overlaps a truth by more than ``ignore_threshold`` (0.5 in the
-      paper; yolov3.cfg uses 0.7), which are ignored; or the focal loss (Sec. 5);
+      those whose predicted box overlaps a truth by more than ``ignore_threshold`` (0.5), which
+      are ignored; or the focal loss (Sec. 5);
     * classes: binary cross-entropy of independent logistic classifiers at the assigned slots.
 
     Each term is summed over the slots and divided by the number of images in the *global*
     batch (darknet's convention), so a batch without objects still trains the no-object term.
     """
     cfg = self.config.loss
+    if cfg.coord_loss not in COORD_LOSSES:
+      raise ValueError(f"loss.coord_loss={cfg.coord_loss!r}: one of {tuple(COORD_LOSSES)}")
     grid = self.grid(batch["image"].shape[1:3])
     targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch)
     ignored = ~targets.positive & (targets.best_iou > cfg.ignore_threshold)
     object_loss, noobject_loss = objectness_terms(
         outputs["objectness_logits"], targets.positive, ~targets.positive & ~ignored, cfg)
-    terms = {"coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(outputs["box_logits"],
-                                                                         targets),
+    terms = {"coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(
+                 outputs["box_logits"], targets, COORD_LOSSES[cfg.coord_loss]),
              "object_loss": cfg.object_weight * object_loss,
              "noobject_loss": cfg.noobject_weight * noobject_loss,
              "class_loss": cfg.class_weight * class_term(outputs["class_logits"], targets,
-                                                         self.num_classes)}
+                                                         batch["labels"], self.num_classes)}
     return yolo_slots.per_image_sum(terms, targets.positive)
 
   def decode(self, outputs, image_size):

@@ -34,6 +34,21 @@ def smooth_l1(x, beta=1.0):
   return jnp.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
 
 
+def half_squared_error(outputs, targets):
+  """``(outputs - targets)^2 / 2`` element-wise in float32. darknet's layers back-propagate
+  ``scale * (target - output)`` for a squared-error term, which is the negative gradient of
+  *half* the squared error: the YOLO losses use this form so that ``jax.grad`` equals darknet's
+  deltas, and darknet's learning rates and weight decay carry over unchanged."""
+  return 0.5 * jnp.square(outputs.astype(jnp.float32) - targets)
+
+
+def binary_cross_entropy(logits, targets):
+  """``-t log sigma(x) - (1 - t) log(1 - sigma(x))`` element-wise, in float32 log space;
+  ``targets`` may be soft (0..1). Its gradient in ``x`` is ``sigma(x) - t``."""
+  logits = logits.astype(jnp.float32)
+  return -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
+
+
 def softmax_cross_entropy(logits, labels):
   """``-log softmax(logits)[label]`` per row, in float32 (SSD's confidence loss, Eq. 3)."""
   logits = logits.astype(jnp.float32)

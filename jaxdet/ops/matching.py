@@ -87,21 +87,18 @@ def shape_iou(wh_a, wh_b):
   return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
 
 
-def yolo_assign(grid, gt_boxes, gt_mask):
+def yolo_truth_slots(grid, gt_boxes, gt_mask):
   """The one prediction slot responsible for each truth (YOLOv2 Sec. 2 "Dimension Clusters" /
   "Direct location prediction"; YOLOv3 Sec. 2.1: "one bounding box prior for each ground truth
   object"): the prior (of every map) whose shape has the highest IoU with the truth's, then the
   cell of that prior's map holding the truth's centre.
-
-  Two truths landing on the same slot: the later truth slot wins, as darknet's region and yolo
-  layers, which write the truths in order, keep the last.
 
   Args:
     grid: a ``jaxdet.ops.anchors.YoloGrid``.
     gt_boxes: ``[B, M, 4]`` padded ground truth, input pixels.
     gt_mask: ``[B, M]`` True for real boxes (empty boxes are ignored too).
   Returns:
-    ``[B, N]`` int32: the truth slot each prediction slot is responsible for, -1 for none.
+    ``[B, M]`` int32: each truth's slot, -1 for padding and empty boxes.
   """
   gt_boxes = gt_boxes.astype(jnp.float32)
   wh = gt_boxes[..., 2:] - gt_boxes[..., :2]
@@ -116,8 +113,19 @@ def yolo_assign(grid, gt_boxes, gt_mask):
   cell_y = jnp.clip(cell[..., 1], 0, rows - 1)
   slot = first_slot + (cell_y * cols + cell_x) * per_cell + prior - first_prior
   real = gt_mask & jnp.all(wh > 0, axis=-1)
-  batch_size, num_truths = gt_mask.shape
-  truth_index = jnp.where(real, jnp.arange(num_truths, dtype=jnp.int32), -1)
+  return jnp.where(real, slot, -1).astype(jnp.int32)
+
+
+def yolo_assign(grid, truth_slots):
+  """``[B, N]`` int32: the truth each prediction slot is responsible for, -1 for none, from
+  :func:`yolo_truth_slots`' ``truth_slots [B, M]``. Two truths landing on the same slot: the
+  later truth slot wins, as darknet's region and yolo layers, which write the truths in order,
+  keep the last."""
+  batch_size, num_truths = truth_slots.shape
+  truth_index = jnp.where(truth_slots >= 0, jnp.arange(num_truths, dtype=jnp.int32), -1)
   owner = jnp.full((batch_size, grid.num_anchors), -1, jnp.int32)
-  # A scatter-max is order independent, so the result is deterministic on every backend.
-  return owner.at[jnp.arange(batch_size)[:, None], slot].max(truth_index)
+  # A scatter-max is order independent, so the result is deterministic on every backend; a
+  # padded truth's slot -1 is out of range and dropped.
+  rows = jnp.arange(batch_size)[:, None]
+  return owner.at[rows, jnp.where(truth_slots >= 0, truth_slots, grid.num_anchors)].max(
+      truth_index, mode="drop")

@@ -6,9 +6,19 @@ import jax.numpy as jnp
 import optax
 
 
+WARMUPS = ("linear", "burn_in")
+
+
 def learning_rate_schedule(cfg, total_steps):
-  """``step -> lr``: linear warmup (Goyal et al. 2017, Sec. 2.2 "gradual warmup") from
-  ``base_lr * warmup_factor`` to ``base_lr`` over ``warmup_steps``, times the decay policy:
+  """``step -> lr``: a warmup over ``warmup_steps``, times the decay policy. The warmup
+  (``warmup``) is
+
+  * ``"linear"`` (the default): from ``base_lr * warmup_factor`` to ``base_lr`` (Goyal et al.
+    2017, Sec. 2.2 "gradual warmup");
+  * ``"burn_in"``: darknet's ``base_lr * (step / warmup_steps) ^ burn_in_power`` (its cfg's
+    ``burn_in`` and ``power``, 4 by default; ``get_current_rate`` in src/network.c), from 0.
+
+  The decay policies:
 
   * ``"step"``: multiply by ``decay_factor`` at each absolute step in ``decay_steps``
     (Detectron's 1x: 0.1 at 60k and 80k of 90k);
@@ -20,13 +30,21 @@ def learning_rate_schedule(cfg, total_steps):
   if cfg.name not in ("step", "cosine", "poly", "constant"):
     raise ValueError(f"unknown schedule {cfg.name!r}; use 'step', 'cosine', 'poly' or "
                      "'constant'")
+  warmup_shape = cfg.get("warmup", "linear")
+  if warmup_shape not in WARMUPS:
+    raise ValueError(f"unknown warmup {warmup_shape!r}; use one of {WARMUPS}")
   boundaries = jnp.asarray(sorted(cfg.get("decay_steps", ())) or [total_steps + 1], jnp.int32)
   warmup = max(int(cfg.warmup_steps), 0)
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
     alpha = jnp.clip(step / max(warmup, 1), 0.0, 1.0)
-    warmup_mult = cfg.warmup_factor * (1 - alpha) + alpha if warmup else 1.0
+    if not warmup:
+      warmup_mult = 1.0
+    elif warmup_shape == "burn_in":
+      warmup_mult = alpha ** cfg.get("burn_in_power", 4.0)
+    else:
+      warmup_mult = cfg.warmup_factor * (1 - alpha) + alpha
     if cfg.name == "step":
       decay_mult = cfg.decay_factor ** jnp.sum(step >= boundaries)
     elif cfg.name == "cosine":

@@ -15,6 +15,7 @@ from jaxdet.data import sanitize
 from jaxdet.data import sources
 from jaxdet.evaluation import evaluator
 from jaxdet.train import loop
+from tests.detectors import darknet_reference
 from tests.detectors.test_yolo_v2 import reference_loss
 from tests.detectors.test_yolo_v2 import sigmoid
 from tests.ops.test_wordtree import ref_conditional
@@ -115,10 +116,51 @@ def test_classification_images_train_only_their_best_box(detector):
                                  parents(detector))[:, label])
     best = int(np.argmax(objectness * label_prob))
     image_class += ref_nll(logits[best][None], np.array([label]), parents(detector))[0]
-    image_object += cfg.object_weight * max(0.0, 0.3 - objectness[best]) ** 2
+    image_object += cfg.object_weight * max(0.0, 0.3 - objectness[best]) ** 2 / 2
   assert image_object > 0                                   # image 1's objectness is below 0.3
   np.testing.assert_allclose(metrics["image_class_loss"], image_class / 3, rtol=1e-5)
   np.testing.assert_allclose(metrics["image_object_loss"], image_object / 3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("noobject, image_iou", [(False, 0.3), (True, 0.3), (True, 0.0)])
+def test_gradient_is_darknets_region_layer_delta(detector, noobject, image_iou):
+  """jax.grad of every term, detection and classification images together, equals minus the
+  float64 port of darknet's region layer with the tree, per image: the paper's rule for
+  classification images (no no-object term), darknet's of 2017-01-04 (no-object at every other
+  slot, the 0.3 pull) and darknet's since July 2017 (the pull zeroed)."""
+  config = detector.config.copy_and_resolve_references()
+  config.loss.update(classification_noobject=noobject, classification_iou=image_iou)
+  det = type(detector)(config)
+  size = (96, 64)
+  rng = np.random.default_rng(6)
+  boxes = np.zeros((4, 4, 4), np.float32)
+  boxes[0, :3] = [[4, 4, 20, 24], [30, 40, 60, 90], [34, 70, 50, 86]]
+  boxes[3, :2] = [[2, 50, 40, 94], [36, 2, 62, 30]]
+  mask = np.any(boxes > 0, axis=-1)
+  labels = np.zeros((4, 4), np.int32)
+  labels[0, :3] = [DIGIT[3], ODD, DIGIT[8]]
+  labels[3, :2] = [EVEN, DIGIT[5]]
+  batch = {"image": np.zeros((4, *size, 3), np.float32), "boxes": boxes, "labels": labels,
+           "mask": mask, "image_label": np.array([-1, DIGIT[7], ODD, -1], np.int32)}
+  n, k = det.grid(size).num_anchors, len(det.tree.names)
+  outputs = {"box_logits": rng.normal(0, 0.5, (4, n, 4)).astype(np.float32),
+             "objectness_logits": rng.normal(-1, 1, (4, n)).astype(np.float32),
+             "class_logits": rng.normal(0, 1, (4, n, k)).astype(np.float32)}
+  outputs["objectness_logits"][1] -= 3           # image 1's best box below 0.3: pulled up
+  truths = darknet_reference.normalised_truths(boxes, labels, mask, size)
+  delta = darknet_reference.region_layer_delta(
+      {key: v.astype(np.float64) for key, v in outputs.items()}, (3, 2),
+      det.grid(size).priors.astype(np.float64) / 32, truths,
+      image_labels=batch["image_label"], tree=darknet_reference.Tree(experiment.DIGIT_PARITY_TREE),
+      area_weighted=config.loss.coord_area_weight, image_noobject=noobject, image_iou=image_iou)
+  terms = ["coord_loss", "object_loss", "noobject_loss", "class_loss", "image_class_loss"]
+  terms += ["image_noobject_loss"] if noobject else []
+  terms += ["image_object_loss"] if image_iou else []
+  grads = darknet_reference.term_gradients(det.loss, outputs, batch, tuple(terms))
+  darknet_reference.assert_gradients_are_deltas(grads, delta.of_terms(terms))
+  if not image_iou:                                          # the pull is 0: no gradient
+    grad = jax.grad(lambda o: det.loss(o, batch)[1]["image_object_loss"])(outputs)
+    assert not any(np.any(np.asarray(g)) for g in jax.tree.leaves(grad))
 
 
 def test_a_coarse_label_puts_no_gradient_below_it(detector):

@@ -1,5 +1,6 @@
-"""YOLOv1 family: the loss of Eq. 3 against a float64 brute force over images, cells and boxes;
-the same-cell rule; decoding by hand; a short training run."""
+"""YOLOv1 family: the loss (half of Eq. 3) against a float64 brute force over images, cells and
+boxes, its gradient against darknet's detection-layer deltas; the same-cell rule; decoding by
+hand; a short training run."""
 import math
 
 import jax
@@ -11,6 +12,7 @@ from experiments import yolo_v1 as experiment
 from jaxdet import detectors
 from jaxdet.detectors import yolo_v1
 from jaxdet.train import loop
+from tests.detectors import darknet_reference
 from tests.ops.test_boxes import brute_force_iou
 from tests.train.helpers import tiny_config
 
@@ -140,9 +142,30 @@ def test_loss_matches_float64_brute_force(detector, per_cell):
   assert not any(b == 1 for b, _, _ in owners)                  # image 1: no objects
   assert decided["iou"] > 0 and decided["nearest"] > 0          # both choices exercised
   assert float(metrics["num_positive"]) == positives == len(owners)
-  for key, value in want.items():
-    np.testing.assert_allclose(metrics[key], value, rtol=1e-5, err_msg=key)
-  np.testing.assert_allclose(total, sum(want.values()), rtol=1e-5)
+  for key, value in want.items():                  # half of Eq. 3 (darknet's gradient)
+    np.testing.assert_allclose(metrics[key], value / 2, rtol=1e-5, err_msg=key)
+  np.testing.assert_allclose(total, sum(want.values()) / 2, rtol=1e-5)
+
+
+def test_gradient_is_darknets_detection_layer_delta(detector):
+  """jax.grad of every term with respect to the raw outputs equals minus darknet's delta
+  (src/detection_layer.c, ported in float64), per image, with lambda 5 / 0.5 as yolov1.cfg."""
+  rng = np.random.default_rng(3)
+  boxes, labels, mask = scene(rng)
+  boxes[0, 4], mask[0, 0] = 0, False      # one truth per cell: darknet's loader keeps one
+  mask[0, 4] = False
+  grid = random_grid(rng)
+  batch = as_batch(boxes, labels, mask)
+  owners = {}
+  for b, m in zip(*np.nonzero(mask)):
+    x1, y1, x2, y2 = boxes[b, m].astype(np.float64)
+    col, row = int((x1 + x2) / 2 / SIZE[1] * S), int((y1 + y2) / 2 / SIZE[0] * S)
+    owners[b, row, col] = ((x1 + x2) / 2 / SIZE[1] * S - col, (y1 + y2) / 2 / SIZE[0] * S - row,
+                           (x2 - x1) / SIZE[1], (y2 - y1) / SIZE[0], labels[b, m])
+  delta = darknet_reference.detection_layer_delta(grid.astype(np.float64), owners, NB, K,
+                                                  coord_scale=5.0, noobject_scale=0.5)
+  grads = darknet_reference.term_gradients(detector.loss, {"grid": grid}, batch, tuple(delta))
+  darknet_reference.assert_gradients_are_deltas(grads, delta)
 
 
 def test_same_cell_rule_ignores_slot_order():
@@ -187,7 +210,7 @@ def test_gradients_finite_and_iou_target_stopped(detector):
   _, grads = grad(jnp.zeros((3, S, S, 5 * NB + K)), as_batch(boxes, labels, mask))
   assert np.all(np.isfinite(grads))
   # The confidence target IoU(pred, truth) is stop-gradient: the gradient on the responsible
-  # box's x is that of lambda_coord (x - x^)^2 alone, divided by the 3 images.
+  # box's x is that of lambda_coord (x - x^)^2 / 2 alone, divided by the 3 images.
   grid = random_grid(rng)
   one = np.zeros((1, 7, 4), np.float32)
   one[0, 0] = [22, 14, 40, 30]            # centre (31, 22): cell (1, 1), offsets (0.9375, 0.8333)
@@ -196,10 +219,10 @@ def test_gradients_finite_and_iou_target_stopped(detector):
   grid[:, 1, 1, 0:4] = [0.5, 0.5, 0.5, 0.6]            # box 0 overlaps the truth, box 1 not
   grid[:, 1, 1, 5:9] = [0.0, 0.0, 0.05, 0.05]
   grads = np.asarray(grad(jnp.asarray(grid), batch)[1])
-  np.testing.assert_allclose(grads[:, 1, 1, 0], 2 * 5.0 * (0.5 - 31 / 16 + 1) / 3, rtol=1e-5)
-  np.testing.assert_allclose(grads[:, 1, 1, 1], 2 * 5.0 * (0.5 - 22 / 12 + 1) / 3, rtol=1e-5)
+  np.testing.assert_allclose(grads[:, 1, 1, 0], 5.0 * (0.5 - 31 / 16 + 1) / 3, rtol=1e-5)
+  np.testing.assert_allclose(grads[:, 1, 1, 1], 5.0 * (0.5 - 22 / 12 + 1) / 3, rtol=1e-5)
   np.testing.assert_allclose(grads[:, 1, 1, 5:9], 0.0)    # box 1 not responsible: C only
-  np.testing.assert_allclose(grads[:, 1, 1, 9], 2 * 0.5 * grid[:, 1, 1, 9] / 3, rtol=1e-5)
+  np.testing.assert_allclose(grads[:, 1, 1, 9], 0.5 * grid[:, 1, 1, 9] / 3, rtol=1e-5)
 
 
 def test_decode_hand_built_outputs(detector):
@@ -233,13 +256,13 @@ def test_two_training_steps_and_evaluation(scenes_dir, tmp_path):
 
 def test_paper_recipe():
   """Sec. 2.2: 135 epochs of VOC07+12 trainval (5,011 + 11,540 images) at batch 64, rate 1e-2
-  (halved: our loss's gradient is twice darknet's) after a warmup from 1e-3, divided by 10
-  after epochs 75 and 105; 448x448, S = 7, B = 2, dropout 0.5, lambdas 5 and 0.5."""
+  (the loss's gradient is darknet's) after a warmup from 1e-3, divided by 10 after epochs 75
+  and 105; 448x448, S = 7, B = 2, dropout 0.5, lambdas 5 and 0.5."""
   c = experiment.get_config("yolo_v1_voc")
   epoch = (5011 + 11540) / 64
   assert c.train.batch_size == 64 and c.train.total_steps == round(135 * epoch) == 34912
   s = c.train.schedule
-  assert s.name == "step" and s.base_lr == 1e-2 / 2 and s.base_lr * s.warmup_factor == 1e-3 / 2
+  assert s.name == "step" and s.base_lr == 1e-2 and s.base_lr * s.warmup_factor == 1e-3
   assert tuple(s.decay_steps) == (round(75 * epoch), round(105 * epoch)) and s.decay_factor == 0.1
   assert c.train.optimizer.momentum == 0.9 and c.train.optimizer.weight_decay == 5e-4
   assert tuple(c.data.image_size) == (448, 448) and not c.data.keep_aspect_ratio

@@ -1,5 +1,5 @@
-"""YOLOv2 family: region loss against a float64 brute force, passthrough, decoding by hand,
-the paper network's size."""
+"""YOLOv2 family: region loss against a float64 brute force and its gradient against darknet's
+region-layer deltas, passthrough, decoding by hand, the paper network's size."""
 import json
 import logging
 import math
@@ -16,6 +16,7 @@ from jaxdet.detectors import yolo_v2
 from tests.ops.test_boxes import brute_force_iou
 from jaxdet.train import loop
 from jaxdet.train import state as state_lib
+from tests.detectors import darknet_reference
 from tests.train.helpers import random_batch
 from tests.train.helpers import tiny_config
 
@@ -35,9 +36,10 @@ def softmax_cross_entropy(logits, label):
 
 def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, boxes, labels, mask,
                    cfg, class_term=softmax_cross_entropy):
-  """The region loss of yolo_v2's docstring with float64 loops over images, truths, cells and
-  priors; returns (terms summed over the batch / B, positives, ignored slots). ``class_term(
-  logits, label)`` is a positive's class loss (YOLO9000 swaps in its tree's)."""
+  """The region loss of yolo_v2's docstring (halved squared errors) with float64 loops over
+  images, truths, cells and priors; returns (terms summed over the batch / B, positives,
+  ignored slots). ``class_term(logits, label)`` is a positive's class loss (YOLO9000 swaps in
+  its tree's)."""
   height, width = image_size
   rows, cols = height // 32, width // 32
   terms = dict(coord_loss=0.0, object_loss=0.0, noobject_loss=0.0, class_loss=0.0)
@@ -69,20 +71,29 @@ def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, box
             target = [(g[0] + g[2]) / 64 - c, (g[1] + g[3]) / 64 - r, math.log(gw / pw),
                       math.log(gh / ph)]
             prediction = [sigmoid(t[0]), sigmoid(t[1]), t[2], t[3]]
-            terms["coord_loss"] += cfg.coord_weight * (2 - gw * gh / (height * width)) * sum(
-                (p - q) ** 2 for p, q in zip(prediction, target))
+            size_weight = 2 - gw * gh / (height * width) if cfg.coord_area_weight else 1
+            terms["coord_loss"] += cfg.coord_weight * size_weight * sum(
+                (p - q) ** 2 for p, q in zip(prediction, target)) / 2
             truth_iou = brute_force_iou(predicted, g[None])[0, 0]
-            terms["object_loss"] += cfg.object_weight * (objectness - truth_iou) ** 2
+            terms["object_loss"] += cfg.object_weight * (objectness - truth_iou) ** 2 / 2
             terms["class_loss"] += cfg.class_weight * class_term(class_logits[b, n], labels[b, m])
             positives += 1
           elif ious.max(initial=0.0) <= cfg.ignore_threshold:
-            terms["noobject_loss"] += cfg.noobject_weight * objectness ** 2
+            terms["noobject_loss"] += cfg.noobject_weight * objectness ** 2 / 2
           else:
             ignored += 1
   return {k: v / len(boxes) for k, v in terms.items()}, positives, ignored
 
 
-def test_loss_matches_float64_brute_force(detector):
+def with_options(detector, **loss_options):
+  config = detector.config.copy_and_resolve_references()
+  config.loss.update(loss_options)
+  return type(detector)(config)
+
+
+@pytest.mark.parametrize("area_weighted", [False, True])
+def test_loss_matches_float64_brute_force(detector, area_weighted):
+  detector = with_options(detector, coord_area_weight=area_weighted)
   cfg = detector.config
   size = (96, 64)                                          # 3 x 2 cells
   batch = random_batch(4, max_boxes=8, num_classes=cfg.num_classes, seed=1)
@@ -114,6 +125,51 @@ def test_loss_matches_float64_brute_force(detector):
   np.testing.assert_allclose(total, sum(want.values()), rtol=1e-5)
 
 
+def region_scene(num_classes):
+  """Raw outputs of moderate size (darknet's deltas are compared to 1e-6 of each term's
+  largest) and truths on a 96 x 64 input (3 x 2 cells): several per image, two in one cell on
+  different priors, two on one slot (the later wins), an image without objects, a slot whose
+  prediction covers a truth it is not assigned (ignored by the 0.6 threshold)."""
+  rng = np.random.default_rng(5)
+  boxes = np.zeros((3, 6, 4), np.float32)
+  mask = np.zeros((3, 6), bool)
+  boxes[0, :5] = [[4, 4, 20, 24], [6, 5, 22, 26], [2, 8, 60, 30], [40, 40, 60, 90],
+                  [33, 70, 47, 80]]
+  mask[0, :5] = True
+  boxes[2, :3] = [[10, 50, 30, 70], [5, 45, 55, 95], [36, 2, 62, 28]]
+  mask[2, :3] = True
+  labels = np.where(mask, rng.integers(0, num_classes, mask.shape), 0).astype(np.int32)
+  batch = {"image": np.zeros((3, 96, 64, 3), np.float32), "boxes": boxes, "labels": labels,
+           "mask": mask}
+  return batch, rng
+
+
+def test_gradient_is_darknets_region_layer_delta(detector):
+  """jax.grad of every term with respect to the raw outputs equals minus the float64 port of
+  darknet's region layer (forward + GPU backward), per image, for both coordinate weightings."""
+  for area_weighted in (False, True):
+    det = with_options(detector, coord_area_weight=area_weighted)
+    batch, rng = region_scene(det.num_classes)
+    grid = det.grid((96, 64))
+    n = grid.num_anchors
+    outputs = {"box_logits": rng.normal(0, 0.5, (3, n, 4)).astype(np.float32),
+               "objectness_logits": rng.normal(0, 1, (3, n)).astype(np.float32),
+               "class_logits": rng.normal(0, 1, (3, n, det.num_classes)).astype(np.float32)}
+    # Slot 1 of image 0 predicts truth 0 exactly without being its slot: ignored.
+    pw, ph = grid.prior_wh[1]
+    outputs["box_logits"][0, 1] = [math.log(12 / 20), math.log(14 / 18), math.log(16 / pw),
+                                   math.log(20 / ph)]
+    truths = darknet_reference.normalised_truths(batch["boxes"], batch["labels"], batch["mask"],
+                                                 (96, 64))
+    delta = darknet_reference.region_layer_delta(
+        {k: v.astype(np.float64) for k, v in outputs.items()}, (3, 2),
+        grid.priors.astype(np.float64) / 32, truths, area_weighted=area_weighted)
+    assert np.count_nonzero(delta.terms["objectness_logits"] == "") >= 1     # an ignored slot
+    terms = ("coord_loss", "object_loss", "noobject_loss", "class_loss")
+    grads = darknet_reference.term_gradients(det.loss, outputs, batch, terms)
+    darknet_reference.assert_gradients_are_deltas(grads, delta.of_terms(terms))
+
+
 def test_two_truths_on_one_slot_keep_the_later(detector):
   batch = {"image": np.zeros((1, 64, 64, 3), np.float32),
            "boxes": np.array([[[4, 4, 20, 24], [6, 5, 22, 26]]], np.float32),
@@ -134,8 +190,8 @@ def test_loss_without_objects_has_finite_gradients(detector):
              "objectness_logits": jnp.zeros((2, grid.num_anchors)),
              "class_logits": jnp.zeros((2, grid.num_anchors, detector.num_classes))}
   total, metrics = detector.loss(outputs, batch)
-  # Only the no-object term: sigma(0)^2 = 1/4 at every slot of an image.
-  np.testing.assert_allclose(total, 0.25 * grid.num_anchors, rtol=1e-6)
+  # Only the no-object term: sigma(0)^2 / 2 = 1/8 at every slot of an image.
+  np.testing.assert_allclose(total, 0.125 * grid.num_anchors, rtol=1e-6)
   assert float(metrics["num_positive"]) == 0
   grads = jax.grad(lambda o: detector.loss(o, batch)[0])(outputs)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
@@ -173,27 +229,50 @@ def test_decode_hand_built_outputs(detector):
   assert int(det.classes[0, 0]) == 4 and bool(det.valid[0, 0])
 
 
-# Darknet-19 without its classifier, then the head of cfg/yolo-voc.cfg:
-# (kernel, in, out) of every convolution with batch norm (no bias; scale and offset).
+# Darknet-19 without its classifier: (kernel, in, out) of every convolution with batch norm (no
+# bias; scale and offset).
 DARKNET19_CONVS = [
     (3, 3, 32), (3, 32, 64), (3, 64, 128), (1, 128, 64), (3, 64, 128), (3, 128, 256),
     (1, 256, 128), (3, 128, 256), (3, 256, 512), (1, 512, 256), (3, 256, 512), (1, 512, 256),
     (3, 256, 512), (3, 512, 1024), (1, 1024, 512), (3, 512, 1024), (1, 1024, 512),
     (3, 512, 1024)]
-HEAD_CONVS = [(3, 1024, 1024), (3, 1024, 1024), (1, 512, 64), (3, 64 * 4 + 1024, 1024)]
+# The head: the paper's passthrough (26x26x512 -> 13x13x2048) and cfg/yolov2-voc.cfg's (a 1x1
+# convolution to 64 first).
+HEAD_CONVS = {0: [(3, 1024, 1024), (3, 1024, 1024), (3, 512 * 4 + 1024, 1024)],
+              64: [(3, 1024, 1024), (3, 1024, 1024), (1, 512, 64), (3, 64 * 4 + 1024, 1024)]}
 
 
-def test_paper_network_parameter_count():
+@pytest.mark.parametrize("passthrough_width, total", [(0, 67_137_565), (64, 50_655_389)])
+def test_paper_network_parameter_count(passthrough_width, total):
   config = experiment.get_config("yolov2_voc_416").model
+  assert config.passthrough_width == 0                     # the recipe: the paper's form
+  config.unlock()
+  config.passthrough_width = passthrough_width
   detector = detectors.build(config)
   variables = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), (416, 416)))
   count = sum(x.size for x in jax.tree.leaves(variables["params"]))
-  bn_convs = sum(k * k * i * o + 2 * o for k, i, o in DARKNET19_CONVS + HEAD_CONVS)
+  bn_convs = sum(k * k * i * o + 2 * o
+                 for k, i, o in DARKNET19_CONVS + HEAD_CONVS[passthrough_width])
   predict = 1024 * 5 * (5 + 20) + 5 * (5 + 20)            # 1x1 conv with bias to 125 outputs
-  assert count == bn_convs + predict == 50_655_389
+  assert count == bn_convs + predict == total
   outputs = jax.eval_shape(lambda v, x: detector.apply(v, x)[0], variables,
                            jax.ShapeDtypeStruct((1, 416, 416, 3), jnp.float32))
   assert outputs["class_logits"].shape == (1, 13 * 13 * 5, 20)   # 13x13 grid (Sec. 2)
+
+
+def test_darknet19_head_predicts_from_the_last_layer():
+  """cfg/yolo9000.cfg's head: the 1x1 prediction on Darknet-19's last layer, nothing added."""
+  config = experiment.get_config("tiny_test").model
+  config.unlock()
+  config.head = "darknet19"
+  detector = detectors.build(config)
+  params = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), (64, 64)))["params"]
+  assert set(params) == {"backbone", "predict"}
+  last = config.backbone.stages[-1][-1][0]
+  assert params["predict"]["kernel"].shape == (1, 1, last, 3 * (5 + config.num_classes))
+  config.head = "yolov3"
+  with pytest.raises(ValueError, match="model.head"):
+    detectors.build(config).init(jax.random.PRNGKey(0), (64, 64))
 
 
 def test_multi_scale_training_compiles_each_size_once(scenes_dir, tmp_path, monkeypatch,

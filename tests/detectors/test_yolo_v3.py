@@ -1,5 +1,5 @@
-"""YOLOv3 family: the loss against a float64 brute force, decoding by hand, architecture, a short
-train + evaluate run."""
+"""YOLOv3 family: the loss against a float64 brute force and its gradient against darknet's
+yolo-layer deltas, decoding by hand, architecture, a short train + evaluate run."""
 import math
 
 import jax
@@ -10,6 +10,7 @@ import pytest
 from experiments import yolo_v3 as experiment
 from jaxdet import detectors
 from jaxdet.train import loop
+from tests.detectors import darknet_reference
 from tests.detectors.test_retinanet import random_batch
 from tests.train.helpers import tiny_config
 
@@ -34,8 +35,9 @@ def sigmoid(x):
 
 
 def bce(x, t):
+  """Binary cross-entropy of sigma(x) with a target t in [0, 1]."""
   p = sigmoid(x)
-  return -math.log(p) if t else -math.log(1.0 - p)
+  return -t * math.log(p) - (1 - t) * math.log(1.0 - p)
 
 
 def focal(x, t, alpha, gamma):
@@ -63,9 +65,10 @@ def predicted_box(t, stride, row, col, prior):
   return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
 
 
-def responsible_slots(boxes, mask, priors, masks, slots):
+def responsible_slots(boxes, mask, priors, masks, slots, every_truth=None):
   """slot -> truth: the best of all priors by the IoU of the shapes, in the cell of that prior's
-  map holding the centre; a later truth on the same slot replaces an earlier one."""
+  map holding the centre; a later truth on the same slot replaces an earlier one. Each slot's
+  truths, all of them, are appended to ``every_truth[slot]`` if given."""
   owner = {}
   for m in np.flatnonzero(mask):
     x1, y1, x2, y2 = boxes[m]
@@ -76,16 +79,23 @@ def responsible_slots(boxes, mask, priors, masks, slots):
     stride = next(s for s, mask_ in zip(STRIDES, masks) if best in mask_)
     cell = (stride, int((y1 + y2) / 2 // stride), int((x1 + x2) / 2 // stride), best)
     owner[slots.index(cell)] = m
+    if every_truth is not None:
+      every_truth.setdefault(slots.index(cell), []).append(m)
   return owner
 
 
-def reference_loss(priors, masks, outputs, boxes, labels, mask, objectness, ignore=0.5):
-  """Sec. 2.1-2.2 with float64 loops over images, slots and truths; sums / number of images."""
+def reference_loss(priors, masks, outputs, boxes, labels, mask, objectness, ignore=0.5,
+                   coord_loss="darknet"):
+  """Sec. 2.1-2.2 with float64 loops over images, slots and truths; sums / number of images.
+  Coordinates: ``"darknet"``, the cross-entropy of sigma(t_x), sigma(t_y) with the offsets and
+  half squared errors of t_w, t_h; ``"sse"``, half squared errors of all four. A slot's classes
+  are those of every truth assigned to it."""
   slots = slot_list(SIZE, masks)
   sums = dict(coord_loss=0.0, object_loss=0.0, noobject_loss=0.0, class_loss=0.0)
   positives = ignored = 0
   for b in range(len(boxes)):
-    owner = responsible_slots(boxes[b], mask[b], priors, masks, slots)
+    every_truth = {}
+    owner = responsible_slots(boxes[b], mask[b], priors, masks, slots, every_truth)
     for n, (stride, row, col, p) in enumerate(slots):
       t = outputs["box_logits"][b, n]
       t_o = outputs["objectness_logits"][b, n]
@@ -96,11 +106,15 @@ def reference_loss(priors, masks, outputs, boxes, labels, mask, objectness, igno
         x1, y1, x2, y2 = boxes[b, owner[n]]
         target = [(x1 + x2) / 2 / stride - col, (y1 + y2) / 2 / stride - row,
                   math.log((x2 - x1) / priors[p][0]), math.log((y2 - y1) / priors[p][1])]
-        pred = [sigmoid(t[0]), sigmoid(t[1]), t[2], t[3]]
         scale = 2.0 - (x2 - x1) * (y2 - y1) / SIZE ** 2
-        sums["coord_loss"] += scale * sum((a - c) ** 2 for a, c in zip(pred, target))
+        if coord_loss == "darknet":
+          xy = bce(t[0], target[0]) + bce(t[1], target[1])
+        else:
+          xy = ((sigmoid(t[0]) - target[0]) ** 2 + (sigmoid(t[1]) - target[1]) ** 2) / 2
+        sums["coord_loss"] += scale * (xy + ((t[2] - target[2]) ** 2 + (t[3] - target[3]) ** 2) / 2)
         sums["object_loss"] += objectness(t_o, 1)
-        sums["class_loss"] += sum(bce(x, k == labels[b, owner[n]])
+        classes = {labels[b, m] for m in every_truth[n]}
+        sums["class_loss"] += sum(bce(x, k in classes)
                                   for k, x in enumerate(outputs["class_logits"][b, n]))
       elif best_iou > ignore:
         ignored += 1
@@ -115,9 +129,9 @@ def random_outputs(rng, num_slots, num_classes, batch=3):
           "class_logits": rng.normal(0, 2, (batch, num_slots, num_classes))}
 
 
-@pytest.mark.parametrize("objectness", ["bce", "focal"])
-def test_loss_matches_float64_brute_force(objectness):
-  det = build(objectness_loss=objectness, focal_alpha=0.3, focal_gamma=1.5)
+@pytest.mark.parametrize("objectness, coord_loss", [("bce", "darknet"), ("focal", "sse")])
+def test_loss_matches_float64_brute_force(objectness, coord_loss):
+  det = build(objectness_loss=objectness, focal_alpha=0.3, focal_gamma=1.5, coord_loss=coord_loss)
   priors = [tuple(map(float, p)) for p in det.config.priors]
   masks = [tuple(m) for m in det.config.priors_per_level]
   rng = np.random.default_rng(0)
@@ -144,12 +158,63 @@ def test_loss_matches_float64_brute_force(objectness):
   objectness_fn = bce if objectness == "bce" else (lambda x, t: focal(x, t, 0.3, 1.5))
   want, positives, ignored = reference_loss(
       priors, masks, {k: v.astype(np.float64) for k, v in outputs32.items()}, boxes, labels, mask,
-      objectness_fn)
+      objectness_fn, coord_loss=coord_loss)
   assert positives == 8 and ignored >= 1 and int(metrics["num_positive"]) == positives
   for key, value in want.items():
     np.testing.assert_allclose(metrics[key], value, rtol=1e-5, err_msg=key)
   np.testing.assert_allclose(total, sum(want.values()), rtol=1e-5)   # all weights 1
   assert all(v.dtype == jnp.float32 for v in (total, *metrics.values()))
+
+
+def yolo_scene(num_classes):
+  """Truths on a 64 x 64 input for the darknet comparison: several per image on every level,
+  two in one cell on different priors, two of different classes on one slot (darknet keeps both
+  classes, the later box), an image without objects; raw outputs of moderate size."""
+  rng = np.random.default_rng(7)
+  boxes = np.zeros((3, 7, 4), np.float32)
+  mask = np.zeros((3, 7), bool)
+  boxes[0] = [[2, 2, 12, 16], [1, 1, 11, 15], [20, 18, 44, 52], [4, 30, 40, 62],
+              [50, 40, 60, 60], [21, 19, 29, 41], [0, 2, 13, 22]]
+  mask[0] = True
+  boxes[2, :3] = [[30, 2, 62, 30], [10, 40, 22, 52], [0, 0, 64, 64]]
+  mask[2, :3] = True
+  labels = np.zeros((3, 7), np.int32)
+  labels[0] = [1, 4, 2, 3, 5, 6, 0]
+  labels[2, :3] = [7, 8, 9]
+  batch = {"image": np.zeros((3, SIZE, SIZE, 3), np.float32), "boxes": boxes, "labels": labels,
+           "mask": mask}
+  outputs = {"box_logits": rng.normal(0, 0.5, (3, 252, 4)).astype(np.float32),
+             "objectness_logits": rng.normal(0, 1, (3, 252)).astype(np.float32),
+             "class_logits": rng.normal(0, 1, (3, 252, num_classes)).astype(np.float32)}
+  return batch, outputs
+
+
+@pytest.mark.parametrize("coord_loss", ["darknet", "sse"])
+def test_gradient_is_darknets_yolo_layer_delta(coord_loss):
+  """jax.grad of every term with respect to the raw outputs equals minus the float64 port of
+  darknet's yolo layer, per image; ``"sse"`` is the same with the sigmoid's derivative on the x,
+  y deltas (YOLOv2's region-layer form)."""
+  det = build(coord_loss=coord_loss)
+  batch, outputs = yolo_scene(det.num_classes)
+  grid = det.grid((SIZE, SIZE))
+  slots = slot_list(SIZE, [tuple(m) for m in det.config.priors_per_level])
+  every_truth = {}
+  responsible_slots(batch["boxes"][0], batch["mask"][0], grid.priors.tolist(),
+                    [tuple(m) for m in det.config.priors_per_level], slots, every_truth)
+  shared_slot, = (n for n, truths in every_truth.items() if len(truths) > 1)
+  assert sum(slots[n][:3] == slots[shared_slot][:3] for n in every_truth) == 2   # + a prior
+  truths = darknet_reference.normalised_truths(batch["boxes"], batch["labels"], batch["mask"],
+                                               (SIZE, SIZE))
+  delta = darknet_reference.yolo_layer_delta(
+      {k: v.astype(np.float64) for k, v in outputs.items()}, (SIZE, SIZE),
+      [(SIZE // s, SIZE // s) for s in STRIDES], grid.priors.astype(np.float64),
+      [tuple(m) for m in det.config.priors_per_level], truths,
+      ignore_thresh=det.config.loss.ignore_threshold,
+      logistic_gradient_xy=coord_loss == "sse")
+  assert np.count_nonzero(delta.terms["objectness_logits"] == "") >= 1     # an ignored slot
+  terms = ("coord_loss", "object_loss", "noobject_loss", "class_loss")
+  grads = darknet_reference.term_gradients(det.loss, outputs, batch, terms)
+  darknet_reference.assert_gradients_are_deltas(grads, delta.of_terms(terms))
 
 
 def test_loss_weights_are_applied():

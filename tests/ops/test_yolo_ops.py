@@ -81,7 +81,8 @@ def test_assign_matches_brute_force_with_collisions_and_padding():
   mask[3] = np.arange(12) < 2
   boxes[1, 4] = [30, 30, 30, 40]                            # empty box: never assigned
   mask[1, 4] = True
-  owner = jax.jit(lambda b, m: matching.yolo_assign(GRID, b, m))(boxes, mask)
+  owner = jax.jit(lambda b, m: matching.yolo_assign(GRID, matching.yolo_truth_slots(GRID, b, m)))(
+      boxes, mask)
   want = brute_force_assign(GRID, boxes, mask)
   np.testing.assert_array_equal(owner, want)
   assert 0 not in np.asarray(owner[3]) and 1 in np.asarray(owner[3])

@@ -43,6 +43,33 @@ def test_poly_schedule():
   np.testing.assert_allclose(lr(1000), 0.0, atol=1e-12)
 
 
+def test_darknet_burn_in():
+  """darknet's get_current_rate: base * (step / burn_in) ** power below burn_in (power 4 unless
+  the cfg says otherwise), then the steps policy: cfg/yolov3.cfg's 1e-3, 1,000 steps."""
+  lr = optim.learning_rate_schedule(schedule_config(
+      base_lr=1e-3, warmup="burn_in", warmup_steps=1000, burn_in_power=4.0,
+      decay_steps=(400_000, 450_000)), 500_200)
+  np.testing.assert_allclose(lr(0), 0.0, atol=1e-15)
+  np.testing.assert_allclose(lr(100), 1e-3 * 1e-4, rtol=1e-5)        # (100 / 1000)^4
+  np.testing.assert_allclose(lr(500), 1e-3 / 16, rtol=1e-6)
+  np.testing.assert_allclose(lr(1000), 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(lr(400_000), 1e-4, rtol=1e-5)
+  squared = optim.learning_rate_schedule(schedule_config(
+      base_lr=1.0, warmup="burn_in", warmup_steps=10, burn_in_power=2.0), 100)
+  np.testing.assert_allclose(squared(3), 0.09, rtol=1e-6)
+  with pytest.raises(ValueError, match="unknown warmup"):
+    optim.learning_rate_schedule(schedule_config(warmup="exponential"), 10)
+
+
+def test_yolo_recipes_burn_in():
+  from experiments import yolo_v2  # pylint: disable=import-outside-toplevel
+  from experiments import yolo_v3  # pylint: disable=import-outside-toplevel
+  for c in (yolo_v2.get_config("yolov2_voc_416"), yolo_v3.get_config("yolov3_416_coco")):
+    lr = optim.learning_rate_schedule(c.train.schedule, c.train.total_steps)
+    np.testing.assert_allclose([lr(0), lr(250), lr(1000)], [0.0, 1e-3 / 256, 1e-3], rtol=1e-6,
+                               atol=1e-15)
+
+
 def test_unknown_schedule_and_optimizer_are_errors():
   with pytest.raises(ValueError, match="unknown schedule"):
     optim.learning_rate_schedule(schedule_config(name="exponential"), 10)
