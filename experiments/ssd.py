@@ -1,17 +1,21 @@
 r"""SSD (Liu et al. 2016) recipes; pick one with ``--config=experiments/ssd.py:<variant>``.
 
 Variants:
-  ssd300_voc   the paper's PASCAL recipe (Sec. 3.1): VOC07+12 trainval, 300x300, batch 32, SGD
-               momentum 0.9, weight decay 5e-4, lr 1e-3 for 40k steps then 1e-4 and 1e-5 for
-               10k each (plus a 1k-step warmup of ours); conv4_3 default boxes at scale 0.1,
-               the others 0.2-0.9; VOC07 11-point mAP on VOC2007 test.
-  ssd512_voc   the same at 512x512 with SSD512's seven maps (conv4_3 at 0.07, then 0.15-0.9).
-  ssd300_coco  the COCO recipe (Sec. 3.4): trainval35k (here COCO 2017 train), lr 1e-3 for 160k
-               steps then 1e-4 and 1e-5 for 40k each; smaller default boxes (conv4_3 at 0.07,
-               then 0.15-0.9); COCO AP on val2017.
-  ssd512_coco  the same at 512x512 (conv4_3 at 0.04, then 0.1-0.9).
-  tiny_digits  a narrow VGG with batch norm on the shipped ``digit_scenes``, 128x128, five maps;
-               trains on a 2-core CPU (README "What was measured").
+  ssd300_voc   SSD300* of the paper's PASCAL results (Table 1: 77.2 mAP on VOC2007 test) as the
+               authors' final examples/ssd/ssd_pascal.py trains it: VOC07+12 trainval,
+               300x300, batch 32, SGD momentum 0.9, weight decay 5e-4, lr 1e-3 for 80k steps,
+               then 1e-4 and 1e-5 for 20k each (Sec. 3.6: with the zoom-out augmentation "we
+               have to double the training iterations", 2 x (40k + 10k + 10k); plus a
+               1k-step warmup of ours); the released models' default boxes (below); VOC07
+               11-point mAP on VOC2007 test.
+  ssd512_voc   SSD512* (79.8 mAP) the same at 512x512 with SSD512's seven maps.
+  ssd300_coco  the COCO recipe (Sec. 3.4) as ssd_coco.py: COCO 2017 train (for trainval35k),
+               lr 1e-3 for 280k steps, then 1e-4 and 1e-5 for 80k and 40k (400k); smaller
+               default boxes; COCO AP on val2017.
+  ssd512_coco  the same at 512x512.
+  tiny_digits  a narrow VGG with batch norm on the shipped ``digit_scenes``, 128x128, five maps,
+               the paper's default-box formula; trains on a 2-core CPU (README "What was
+               measured").
   tiny_test    the smallest model, for tests and smoke runs.
   vgg16_imagenet  the ImageNet VGG-16 the paper starts from (Sec. 3 "Base network"), trained
                directly in SSD's reduced form (atrous fc6, fc7 as 1x1 convolution, then global
@@ -20,16 +24,28 @@ Variants:
                times (here at epochs 30, 50 and 65 of 74), 224x224 crops.
   pretrain_test  the smallest such classifier, for tests.
 
-The paper variants fine-tune the ImageNet VGG-16 with conv1_x and conv2_x frozen, as the
-authors' Caffe recipe (ssd_pascal.py, ``freeze_layers``; ``model.base.freeze_at=2``), so they
-need ``--config.train.init_from=<a vgg16_imagenet workdir>``; ``--config.model.base.freeze_at=0``
-trains everything from scratch instead.
+The paper variants fine-tune the ImageNet VGG-16 (Sec. 3 "Base network"), so they need
+``--config.train.init_from=<a vgg16_imagenet workdir>``. Every layer trains, as the final
+ssd_pascal.py: the script froze conv1_x and conv2_x (``freeze_layers``) only in its revisions
+before 2016-07-02. ``--config.model.base.freeze_at=2`` freezes them.
+
+Default boxes: the recipes use the geometry of the released models, which ssd_pascal.py and
+ssd_coco.py compute and Caffe's PriorBox layer applies: per-layer ``min_sizes`` / ``max_sizes``
+in pixels from a step floored to whole percents (SSD300 VOC: 30, 60, 111, 162, 213, 264 and 60,
+..., 315; PriorBox truncates sizes to integers), centres at multiples of ``steps`` (8, 16, 32,
+64, 100, 300). ``--config.model.default_boxes.min_sizes=() --config.model.default_boxes.max_sizes=()
+--config.model.default_boxes.steps=()`` gives the paper's Eq. 4 instead (``s_min``, ``s_max``,
+``first_scale``, centres at ``(i + 0.5) / |f_k|``).
+
+Decoding: Caffe's ``DetectionOutput`` (ssd_pascal.py's ``det_out_param``): per class the top
+400 boxes above 0.01, NMS at 0.45, then the best 200 per image.
+
 Every variant uses SSD's augmentation (photometric, zoom-out, min-IoU crop, flip) and warps the
 image to the square input, as the paper does.
 
 Example:
   python scripts/train.py --config=experiments/ssd.py:ssd300_voc --workdir=runs/ssd300 \
-      --config.data.data_dir=/data/tfds
+      --config.data.data_dir=/data/tfds --config.train.init_from=runs/vgg16_imagenet
 """
 import ml_collections
 
@@ -40,6 +56,23 @@ from jaxdet.models import vgg
 # maps (4 default boxes per cell), {2, 1/2, 3, 1/3} elsewhere (6 boxes).
 SSD300_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
 SSD512_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
+
+
+def caffe_prior_sizes(min_dim, min_ratio, max_ratio, first_ratios, num_layers):
+  """``(min_sizes, max_sizes)`` in pixels as the authors' scripts compute them (ssd_pascal.py:
+  a step of ``floor((max_ratio - min_ratio) / (L - 2))`` percent, the first layer at
+  ``first_ratios`` percent) and Caffe's PriorBox layer truncates them (``int min_size_``)."""
+  step = (max_ratio - min_ratio) // (num_layers - 2)
+  ratios = [(r, r + step) for r in range(min_ratio, max_ratio + 1, step)]
+  sizes = [first_ratios] + ratios
+  return tuple(tuple(int(min_dim * r[i] / 100) for r in sizes) for i in (0, 1))
+
+
+# (min_ratio, max_ratio, conv4_3's (min, max) ratios) of the released models: ssd_pascal.py,
+# ssd_coco.py and their 512x512 variants.
+RELEASED_PRIOR_RATIOS = {("voc", 300): (20, 90, (10, 20)), ("coco", 300): (15, 90, (7, 15)),
+                         ("voc", 512): (15, 90, (7, 15)), ("coco", 512): (10, 90, (4, 10))}
+RELEASED_STEPS = {300: (8, 16, 32, 64, 100, 300), 512: (8, 16, 32, 64, 128, 256, 512)}
 
 
 def model_config(num_classes, size=300):
@@ -58,14 +91,16 @@ def model_config(num_classes, size=300):
           aspect_ratios=SSD300_RATIOS if size == 300 else SSD512_RATIOS,
           s_min=0.2 if size == 300 else 0.15, s_max=0.9,          # Sec. 2.2 Eq. 4
           first_scale=0.1 if size == 300 else 0.07,               # conv4_3 (Sec. 3.1); 0: none
+          min_sizes=(), max_sizes=(), steps=(),                   # pixels: the released models
           clip=False),                                            # as the authors' Caffe
       matcher=dict(threshold=0.5),                   # Sec. 2.2 "Matching strategy"
       loss=dict(alpha=1.0,                           # Eq. 1, "alpha set to 1 by cross validation"
                 neg_pos_ratio=3,                     # "Hard negative mining": at most 3:1
                 smooth_l1_beta=1.0,
                 box_weights=(10.0, 10.0, 5.0, 5.0)),  # 1 / variances (0.1, 0.1, 0.2, 0.2)
-      decode=dict(score_threshold=0.01, pre_nms_topk=2000, nms_iou_threshold=0.45,
-                  max_detections=200),               # Sec. 3 inference settings
+      decode=dict(score_threshold=0.01, nms_iou_threshold=0.45, max_detections=200,  # Sec. 3
+                  per_class_topk=400,                # Caffe's DetectionOutput top_k per class
+                  pre_nms_topk=2000),                # per_class_topk=0: one global top-k
   ))
 
 
@@ -76,13 +111,17 @@ def paper_recipe(size, dataset):
     c.data.train = "voc/2007:train+validation,voc/2012:train+validation"
     c.data.eval = "voc/2007:test"
     c.eval.metrics = ("voc07",)
-    steps, decays = 60_000, (40_000, 50_000)          # Sec. 3.1: 40k at 1e-3, 10k, 10k
+    steps, decays = 120_000, (80_000, 100_000)        # ssd_pascal.py: Sec. 3.1's, doubled
   else:
     c.model = model_config(80, size)
     c.model.default_boxes.s_min = 0.15 if size == 300 else 0.1   # Sec. 3.4: smaller boxes
     c.model.default_boxes.first_scale = 0.07 if size == 300 else 0.04
     c.data.train, c.data.eval = "coco/2017:train", "coco/2017:validation"
-    steps, decays = 240_000, (160_000, 200_000)       # Sec. 3.4: 160k, then 40k, 40k
+    steps, decays = 400_000, (280_000, 360_000)       # ssd_coco.py
+  min_ratio, max_ratio, first_ratios = RELEASED_PRIOR_RATIOS[dataset, size]
+  c.model.default_boxes.min_sizes, c.model.default_boxes.max_sizes = caffe_prior_sizes(
+      size, min_ratio, max_ratio, first_ratios, len(c.model.default_boxes.aspect_ratios))
+  c.model.default_boxes.steps = RELEASED_STEPS[size]
   c.data.image_size = (size, size)
   c.data.keep_aspect_ratio = False                    # warped to the square input
   c.data.augment = "ssd"
@@ -94,7 +133,6 @@ def paper_recipe(size, dataset):
   c.train.schedule = ml_collections.ConfigDict(dict(
       name="step", base_lr=1e-3, warmup_steps=1000, warmup_factor=0.001, decay_steps=decays,
       decay_factor=0.1))
-  c.model.base.freeze_at = 2     # Caffe's ssd_pascal.py: conv1_x and conv2_x get no backward
   c.eval.batch_size = 16
   return c
 

@@ -2,10 +2,22 @@
 ECCV 2016).
 
 One file for the family: the per-map 3x3 predictors (Sec. 2.1 "Convolutional predictors"),
-default boxes (Sec. 2.2, ``jaxdet.ops.anchors.ssd_default_boxes``), the matching strategy and
-the MultiBox loss with hard negative mining (Sec. 2.2, Eq. 1-3), and the inference of Sec. 3
-(confidence threshold 0.01, per-class NMS at IoU 0.45, top 200 per image). The feature extractor
-is the atrous VGG-16 of ``jaxdet.models.vgg``.
+default boxes (Sec. 2.2, ``jaxdet.ops.anchors.ssd_default_boxes``: Eq. 4, or the released
+models' pixel sizes and steps), the matching strategy and the MultiBox loss with hard negative
+mining (Sec. 2.2, Eq. 1-3), and the inference of Sec. 3 (confidence threshold 0.01, per-class
+NMS at IoU 0.45, top 200 per image). The feature extractor is the atrous VGG-16 of
+``jaxdet.models.vgg``.
+
+The authors' Caffe (weiliu89/caffe, branch ssd) is the reference where the paper is brief:
+matching is its ``MatchBBox`` (greedy bipartite, then every box at IoU >= 0.5;
+``jaxdet.ops.matching.ssd_match``), decoding its ``DetectionOutput`` (400 candidates per class
+before NMS, ``jaxdet.ops.nms.per_class_nms``), hard negatives its ``MAX_NEGATIVE`` mining
+(the background loss ranks them, at most 3 per positive per image), the loss normalised by the
+matched boxes (``normalization: VALID``). Deliberate deviations:
+  * N, the normaliser, counts the positives of the whole global batch; Caffe counts those of
+    each GPU's batch (with N = 0 both give a loss of 0);
+  * boxes are clipped to the image before NMS, as torchvision's SSD; Caffe suppresses the
+    unclipped boxes, which differs only for boxes past the border.
 
 Class index 0 of the confidence outputs is the background; dataset class ``k`` is output
 ``k + 1``. Box offsets are encoded as in the paper (Eq. 2) with the Caffe models' "variances"
@@ -25,6 +37,7 @@ from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import losses
 from jaxdet.ops import matching
+from jaxdet.ops import nms
 
 # Caffe's "xavier" filler, which the authors use for every layer they add to VGG-16.
 xavier = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
@@ -126,7 +139,8 @@ class SSD(base.Detector):
     return anchor_lib.ssd_default_boxes(
         tuple(image_size), self.feature_sizes(tuple(image_size)),
         tuple(tuple(r) for r in d.aspect_ratios), d.s_min, d.s_max,
-        d.first_scale if d.first_scale > 0 else None, d.clip)
+        d.first_scale if d.first_scale > 0 else None, d.clip, tuple(d.min_sizes),
+        tuple(d.max_sizes), tuple(d.steps))
 
   def assign(self, default_boxes, batch):
     """Per-box targets: class index (0 = background), encoded offsets, positive mask."""
@@ -160,16 +174,27 @@ class SSD(base.Detector):
     return base.normalized_loss(class_loss, box_loss, positive, cfg.alpha)
 
   def decode(self, outputs, image_size):
-    """Sec. 3 (inference): softmax scores of the K object classes; the top ``pre_nms_topk``
-    (box, class) pairs above ``score_threshold`` (0.01) are decoded, class-aware NMS at IoU
-    0.45 keeps the best ``max_detections`` (200) per image."""
+    """Sec. 3 (inference): softmax scores of the K object classes above ``score_threshold``
+    (0.01), NMS per class at IoU 0.45, the best ``max_detections`` (200) per image. With
+    ``decode.per_class_topk`` (400), Caffe's ``DetectionOutput`` rule (``nms.per_class_nms``):
+    each class keeps its own 400 best boxes before its NMS; with 0, one top
+    ``pre_nms_topk`` of (box, class) pairs over all classes, then class-aware NMS. Boxes are
+    clipped to the image before NMS, as torchvision's SSD (Caffe suppresses the unclipped
+    boxes)."""
     cfg = self.config.decode
     default_boxes = jnp.asarray(self.default_boxes(tuple(image_size)).boxes)
     scores = jax.nn.softmax(outputs["class_logits"], axis=-1)[..., 1:]
-    boxes, top_scores, classes = base.top_candidates(
-        scores, outputs["box_deltas"], default_boxes, cfg.pre_nms_topk,
-        tuple(self.config.loss.box_weights))
-    return base.nms_detections(boxes, top_scores, classes, image_size, cfg)
+    box_weights = tuple(self.config.loss.box_weights)
+    if not cfg.per_class_topk:
+      boxes, top_scores, classes = base.top_candidates(
+          scores, outputs["box_deltas"], default_boxes, cfg.pre_nms_topk, box_weights)
+      return base.nms_detections(boxes, top_scores, classes, image_size, cfg)
+    boxes = box_ops.decode_deltas(default_boxes[None], outputs["box_deltas"], box_weights)
+    return nms.per_class_nms(box_ops.clip_boxes(boxes, *image_size), scores,
+                             score_threshold=cfg.score_threshold, top_k=cfg.per_class_topk,
+                             iou_threshold=cfg.nms_iou_threshold,
+                             max_output=cfg.max_detections)
+
 
 def build(config):
   return SSD(config)

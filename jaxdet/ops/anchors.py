@@ -77,10 +77,12 @@ def ssd_scales(num_layers, s_min=0.2, s_max=0.9, first_scale=None):
   """Default-box scales ``s_1 .. s_{L+1}`` of SSD (Liu et al. 2016, Sec. 2.2, Eq. 4).
 
   ``s_l = s_min + (s_max - s_min) (l - 1) / (L - 1)``; the formula continued one step gives
-  ``s_{L+1}``, which only the extra ratio-1 box ``sqrt(s_L s_{L+1})`` of the last layer uses
-  (the Caffe models' last max_size, 1.05 for SSD300). With ``first_scale`` the first layer
-  (conv4_3) gets that scale instead and the formula spans the remaining ``L - 1`` layers: the
-  paper's PASCAL setting, 0.1 on conv4_3 (Sec. 3.1).
+  ``s_{L+1}``, which only the extra ratio-1 box ``sqrt(s_L s_{L+1})`` of the last layer uses.
+  With ``first_scale`` the first layer (conv4_3) gets that scale instead and the formula spans
+  the remaining ``L - 1`` layers: the paper's PASCAL setting, 0.1 on conv4_3 (Sec. 3.1), whose
+  ``s_{L+1}`` is 1.075 for SSD300. (The authors' ssd_pascal.py floors the step to whole
+  percents, 17 instead of 17.5, and ends at 315 px = 1.05: :func:`ssd_default_boxes`'
+  ``min_sizes`` / ``max_sizes`` give that geometry.)
   """
   formula_layers = num_layers - (first_scale is not None)
   if formula_layers < 2:
@@ -90,36 +92,56 @@ def ssd_scales(num_layers, s_min=0.2, s_max=0.9, first_scale=None):
   return ([first_scale] if first_scale is not None else []) + scales
 
 
-def ssd_cell_shapes(scale, next_scale, aspect_ratios):
-  """Relative ``(w, h)`` of one cell's default boxes ``[A, 2]`` (Sec. 2.2): ratio 1 at ``s_l``,
-  ratio 1 at ``s'_l = sqrt(s_l s_{l+1})``, then each ratio ``r`` and ``1 / r`` of
-  ``aspect_ratios``, with ``w = s sqrt(r)``, ``h = s / sqrt(r)``."""
-  shapes = [(scale, scale), (np.sqrt(scale * next_scale),) * 2]
+def ssd_cell_shapes(size, next_size, aspect_ratios):
+  """``(w, h)`` of one cell's default boxes ``[A, 2]`` (Sec. 2.2): ratio 1 at ``size``, ratio
+  1 at ``sqrt(size next_size)``, then each ratio ``r`` and ``1 / r`` of ``aspect_ratios``, with
+  ``w = size sqrt(r)``, ``h = size / sqrt(r)`` (Caffe's PriorBox order)."""
+  shapes = [(size, size), (np.sqrt(size * next_size),) * 2]
   for ratio in aspect_ratios:
     for r in (ratio, 1.0 / ratio):
-      shapes.append((scale * np.sqrt(r), scale / np.sqrt(r)))
+      shapes.append((size * np.sqrt(r), size / np.sqrt(r)))
   return np.asarray(shapes, np.float64)
 
 
 def ssd_default_boxes(image_size, feature_sizes, aspect_ratios, s_min=0.2, s_max=0.9,
-                      first_scale=None, clip=False):
+                      first_scale=None, clip=False, min_sizes=(), max_sizes=(), steps=()):
   """SSD default boxes (Liu et al. 2016, Sec. 2.2) for ``image_size = (H, W)``.
 
   Layer ``l`` with an ``m x n`` feature map puts ``2 + 2 len(aspect_ratios[l])`` boxes (4 or 6)
-  at every centre ``((j + 0.5) / n, (i + 0.5) / m)``, scaled by the image size. ``clip``
-  clips the corners to the image (torchvision); the authors' Caffe models do not (``clip:
-  false`` in their prior boxes), so boxes of the coarse layers may extend past the borders.
+  on every cell. Two geometries:
+
+  * the paper's: sizes ``s_l`` of Eq. 4 (:func:`ssd_scales`) relative to the image, centres
+    ``((j + 0.5) / n, (i + 0.5) / m)`` scaled by the image size;
+  * the released models' (Caffe's ssd_pascal.py and PriorBox layer): explicit ``min_sizes`` and
+    ``max_sizes`` per layer in input pixels (the ratio-1 boxes of ``min`` and
+    ``sqrt(min max)``), and with ``steps`` the centres ``((j + 0.5) step, (i + 0.5) step)``
+    in pixels (SSD300: 8, 16, 32, 64, 100, 300, so conv4_3's 38 centres span 4..300 rather than
+    300 / 38 apart).
+
+  ``clip`` clips the corners to the image, Caffe's ``clip: true``; the released models use
+  ``clip: false``, so boxes of the coarse layers extend past the borders. (torchvision's
+  ``DefaultBoxGenerator(clip=True)`` clamps the normalised centre, width and height instead.)
   SSD300: 38^2 x 4 + 19^2 x 6 + 10^2 x 6 + 5^2 x 6 + 3^2 x 4 + 1 x 4 = 8732 boxes.
   """
   height, width = image_size
-  if len(aspect_ratios) != len(feature_sizes):
-    raise ValueError(f"{len(feature_sizes)} feature maps but {len(aspect_ratios)} ratio lists")
-  scales = ssd_scales(len(feature_sizes), s_min, s_max, first_scale)
+  layers = len(feature_sizes)
+  if len(aspect_ratios) != layers:
+    raise ValueError(f"{layers} feature maps but {len(aspect_ratios)} ratio lists")
+  if min_sizes:
+    if not len(min_sizes) == len(max_sizes) == layers:
+      raise ValueError(f"{layers} feature maps need as many min_sizes and max_sizes, got "
+                       f"{len(min_sizes)} and {len(max_sizes)}")
+    sizes, unit = list(zip(min_sizes, max_sizes)), (1.0, 1.0)
+  else:
+    scales = ssd_scales(layers, s_min, s_max, first_scale)
+    sizes, unit = list(zip(scales, scales[1:])), (width, height)
+  if steps and len(steps) != layers:
+    raise ValueError(f"{layers} feature maps but {len(steps)} steps")
   level_boxes, per_cell = [], []
   for l, ((rows, cols), ratios) in enumerate(zip(feature_sizes, aspect_ratios)):
-    shapes = ssd_cell_shapes(scales[l], scales[l + 1], ratios) * (width, height)
-    # A cell's size is the image's over the map's: centres ((j + 0.5) / n, (i + 0.5) / m).
-    level_boxes.append(grid_anchors(rows, cols, (height / rows, width / cols), shapes))
+    shapes = ssd_cell_shapes(*sizes[l], ratios) * unit
+    stride = steps[l] if steps else (height / rows, width / cols)
+    level_boxes.append(grid_anchors(rows, cols, stride, shapes))
     per_cell.append(len(shapes))
   boxes = np.concatenate(level_boxes)
   if clip:

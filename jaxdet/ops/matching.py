@@ -52,25 +52,73 @@ def max_iou_match(anchors, gt_boxes, gt_mask, *, positive_threshold=0.5, negativ
   return Match(matched_gt=matched_gt, labels=labels.astype(jnp.int32))
 
 
-def ssd_match(default_boxes, gt_boxes, gt_mask, *, threshold=0.5):
-  """SSD's matching strategy (Liu et al. 2016, Sec. 2.2 "Matching strategy").
+CAFFE_MIN_OVERLAP = 1e-6   # bbox_util.cpp's MatchBBox keeps only overlaps above this
 
-  First every truth is matched to the default box with its best IoU (the MultiBox bipartite
-  step; a truth overlapping no box at all, IoU 0, claims none); then every other default box is
-  matched to its best truth when that IoU is ``> threshold`` (0.5). The rest are negatives: SSD
-  has no ignore band. When two truths claim the same box as their best, the higher slot wins.
+
+def column_best(overlap, box_taken):
+  """Per truth, the best overlap ``[B, M]`` with a box not yet taken and that box ``[B, M]``
+  (the lowest index among equals; -1 overlap where none is left)."""
+  available = jnp.where(box_taken[:, :, None], -1.0, overlap)
+  return jnp.max(available, axis=1), jnp.argmax(available, axis=1).astype(jnp.int32)
+
+
+def greedy_bipartite(overlap):
+  """SSD's bipartite step as Caffe's ``MatchBBox`` does it (weiliu89/caffe, branch ssd,
+  src/caffe/util/bbox_util.cpp): repeatedly take the highest overlap among the truths and boxes
+  not yet matched, the lowest box index and then the lowest truth index among equals, assign
+  the pair and remove both, until no overlap is left. ``overlap [B, N, M]`` holds -1 for pairs
+  that may not match (padding, overlaps <= 1e-6). Returns ``[B, N]`` int32: each box's truth,
+  -1 for none.
+
+  Each step needs only the per-truth best box (``column_best``); those are recomputed, a full
+  ``[B, N, M]`` pass, only in a step whose removed box was another truth's best. The loop runs
+  once per matched truth of the fullest image, plus one."""
+  batch, num_boxes, num_truths = overlap.shape
+  rows = jnp.arange(batch)
+  no_box = jnp.zeros((batch, num_boxes), bool)
+
+  def step(state):
+    matched, box_taken, truth_done, best, best_box, _ = state
+    value = jnp.where(truth_done, -1.0, best)
+    top = jnp.max(value, axis=1)                                        # [B]
+    # Among the truths at the top value, the lowest box, then the lowest truth.
+    box_key = jnp.where(value == top[:, None], best_box, num_boxes)
+    truth = jnp.argmin(box_key, axis=1).astype(jnp.int32)
+    box = best_box[rows, truth]
+    found = top > 0
+    matched = matched.at[rows, box].set(jnp.where(found, truth, matched[rows, box]))
+    box_taken = box_taken.at[rows, box].set(box_taken[rows, box] | found)
+    truth_done = truth_done.at[rows, truth].set(truth_done[rows, truth] | found)
+    stale = jnp.any(found[:, None] & ~truth_done & (best_box == box[:, None]))
+    best, best_box = jax.lax.cond(stale, column_best, lambda *_: (best, best_box), overlap,
+                                  box_taken)
+    return matched, box_taken, truth_done, best, best_box, jnp.any(found)
+
+  best, best_box = column_best(overlap, no_box)
+  init = (jnp.full((batch, num_boxes), -1, jnp.int32), no_box,
+          jnp.zeros((batch, num_truths), bool), best, best_box, jnp.asarray(True))
+  return jax.lax.while_loop(lambda state: state[-1], step, init)[0]
+
+
+def ssd_match(default_boxes, gt_boxes, gt_mask, *, threshold=0.5):
+  """SSD's matching strategy (Liu et al. 2016, Sec. 2.2 "Matching strategy") as the authors'
+  Caffe implements it (``MatchBBox`` with ``match_type: PER_PREDICTION``): first the greedy
+  bipartite matching of :func:`greedy_bipartite`, which gives every truth that overlaps some
+  box a box of its own, even when its best box is another truth's; then every box still
+  unmatched goes to its best truth when that IoU is ``>= threshold`` (0.5; the lowest truth
+  index among equals). The rest are negatives: SSD has no ignore band. Padded and zero-area
+  truths, and overlaps of at most 1e-6, never match.
 
   Returns a :class:`Match` with labels POSITIVE or NEGATIVE.
   """
-  iou, best_iou, matched_gt = best_truths(default_boxes, gt_boxes, gt_mask)
-  best_box = jnp.argmax(iou, axis=1)                            # [B, M]
-  claims = ((jnp.arange(iou.shape[1])[None, :, None] == best_box[:, None, :])
-            & gt_mask[:, None, :] & (jnp.max(iou, axis=1) > 0)[:, None, :])
-  claimed = jnp.any(claims, axis=-1)
-  claimant = jnp.argmax(jnp.where(claims, jnp.arange(iou.shape[2]), -1), axis=-1)
-  matched_gt = jnp.where(claimed, claimant, matched_gt).astype(jnp.int32)
-  labels = jnp.where(claimed | (best_iou > threshold), POSITIVE, NEGATIVE)
-  return Match(matched_gt=matched_gt, labels=labels.astype(jnp.int32))
+  iou = box_ops.pairwise_iou(default_boxes[None], gt_boxes)
+  overlap = jnp.where(gt_mask[:, None, :] & (iou > CAFFE_MIN_OVERLAP), iou, -1.0)
+  bipartite = greedy_bipartite(overlap)
+  best_truth = jnp.argmax(overlap, axis=-1)
+  matched_gt = jnp.where(bipartite >= 0, bipartite, best_truth)
+  positive = (bipartite >= 0) | (jnp.max(overlap, axis=-1) >= threshold)
+  return Match(matched_gt=matched_gt.astype(jnp.int32),
+               labels=jnp.where(positive, POSITIVE, NEGATIVE).astype(jnp.int32))
 
 
 def gather_matched(values, matched_gt):

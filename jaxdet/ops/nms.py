@@ -180,3 +180,45 @@ def batched_nms(boxes, scores, classes, valid, *, iou_threshold: float, max_outp
   init = (jnp.asarray(0, jnp.int32), empty, jnp.zeros((batch,), jnp.int32))
   _, buffer, _ = lax.while_loop(more_to_do, process_tile, init)
   return Detections(*(pad_axis1(x, max_output) for x in buffer))
+
+
+def per_class_nms(boxes, scores, *, score_threshold: float, top_k: int, iou_threshold: float,
+                  max_output: int, tile_size: int = 256) -> Detections:
+  """NMS per class with a per-class candidate budget, then the best ``max_output`` of all
+  classes: the rule of Caffe SSD's ``DetectionOutput`` (``confidence_threshold``, ``top_k``,
+  ``nms_threshold``, ``keep_top_k``) and torchvision's SSD postprocessing. Unlike one global
+  top-k of (box, class) pairs before NMS, a class with few high scores keeps its candidates
+  when another class has many.
+
+  For each image and class: the ``top_k`` boxes by score (ties: the lower box index), those
+  with score ``> score_threshold`` enter greedy NMS at ``iou_threshold`` (:func:`batched_nms`,
+  one batch row per image and class), which keeps at most ``min(top_k, max_output)``; of all
+  classes' survivors the ``max_output`` best by score are returned (ties: the lower class).
+
+  Args:
+    boxes: ``[B, N, 4]`` float32, shared by every class.
+    scores: ``[B, N, K]`` float32 per class.
+  Returns:
+    ``Detections`` of shape ``[B, max_output]``; ``classes`` index the ``K`` score columns.
+  """
+  batch, num_boxes, num_classes = scores.shape
+  k = min(top_k, num_boxes)
+  top_scores, top_index = lax.top_k(jnp.swapaxes(jnp.asarray(scores, jnp.float32), 1, 2), k)
+  candidates = jnp.take_along_axis(jnp.asarray(boxes, jnp.float32)[:, None],
+                                   top_index[..., None], axis=2)          # [B, K, k, 4]
+  per_class = batched_nms(candidates.reshape(batch * num_classes, k, 4),
+                          top_scores.reshape(batch * num_classes, k),
+                          jnp.zeros((batch * num_classes, k), jnp.int32),
+                          (top_scores > score_threshold).reshape(batch * num_classes, k),
+                          iou_threshold=iou_threshold, max_output=min(k, max_output),
+                          tile_size=tile_size)
+  kept = per_class.scores.shape[1]
+  ranked = jnp.where(per_class.valid, per_class.scores, -jnp.inf).reshape(batch, -1)
+  _, best = lax.top_k(ranked, min(max_output, num_classes * kept))
+  pick = lambda x: jnp.take_along_axis(  # noqa: E731  (invalid entries are zero already)
+      x.reshape(batch, num_classes * kept, *x.shape[2:]),
+      best.reshape(*best.shape, *(1,) * (x.ndim - 2)), axis=1)
+  valid = pick(per_class.valid)
+  out = Detections(boxes=pick(per_class.boxes), scores=pick(per_class.scores),
+                   classes=jnp.where(valid, best // kept, 0).astype(jnp.int32), valid=valid)
+  return Detections(*(pad_axis1(x, max_output) for x in out))

@@ -128,6 +128,34 @@ def test_feature_maps_and_default_boxes_of_the_paper_variants(variant, size, map
   assert "batch_stats" not in shapes                # the paper's VGG has no batch norm
 
 
+def test_recipes_follow_the_final_caffe_scripts():
+  """ssd_pascal.py / ssd_coco.py at their final revision: no frozen layers, 120k (VOC) and
+  400k (COCO) steps, the released models' default boxes, DetectionOutput's decoding."""
+  voc, coco = experiment.get_config("ssd300_voc"), experiment.get_config("ssd300_coco")
+  for c in (voc, coco, experiment.get_config("ssd512_voc")):
+    assert c.model.base.freeze_at == 0
+    assert (c.model.decode.per_class_topk, c.model.decode.score_threshold,
+            c.model.decode.nms_iou_threshold, c.model.decode.max_detections) == (400, 0.01, 0.45,
+                                                                                200)
+  assert (voc.train.total_steps, tuple(voc.train.schedule.decay_steps)) == (120_000,
+                                                                            (80_000, 100_000))
+  assert (coco.train.total_steps, tuple(coco.train.schedule.decay_steps)) == (400_000,
+                                                                              (280_000, 360_000))
+  boxes = {v: experiment.get_config(v).model.default_boxes
+           for v in ("ssd300_voc", "ssd300_coco", "ssd512_voc", "ssd512_coco")}
+  assert tuple(boxes["ssd300_voc"].min_sizes) == (30, 60, 111, 162, 213, 264)
+  assert tuple(boxes["ssd300_voc"].max_sizes) == (60, 111, 162, 213, 264, 315)
+  assert tuple(boxes["ssd300_voc"].steps) == (8, 16, 32, 64, 100, 300)
+  assert tuple(boxes["ssd300_coco"].min_sizes) == (21, 45, 99, 153, 207, 261)
+  assert tuple(boxes["ssd300_coco"].max_sizes) == (45, 99, 153, 207, 261, 315)
+  # The released SSD512 prototxt: 35.84, 76.8, ... 460.8 / 76.8, ... 537.6, truncated by
+  # PriorBox to integers.
+  assert tuple(boxes["ssd512_voc"].min_sizes) == (35, 76, 153, 230, 307, 384, 460)
+  assert tuple(boxes["ssd512_voc"].max_sizes) == (76, 153, 230, 307, 384, 460, 537)
+  assert tuple(boxes["ssd512_voc"].steps) == (8, 16, 32, 64, 128, 256, 512)
+  assert tuple(boxes["ssd512_coco"].min_sizes) == (20, 51, 133, 215, 296, 378, 460)
+
+
 def test_conv4_3_scale_starts_at_20(detector):
   variables = detector.init(jax.random.PRNGKey(0), (64, 64))
   np.testing.assert_array_equal(variables["params"]["features"]["conv4_3_norm"]["scale"], 20.0)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdet.ops.nms import Detections, batched_nms, overlap_matrix
+from jaxdet.ops.nms import Detections, batched_nms, overlap_matrix, per_class_nms
 
 STATIC = ("iou_threshold", "max_output", "tile_size")
 jit_nms = jax.jit(batched_nms, static_argnames=STATIC)
@@ -272,3 +272,66 @@ def test_batch_equals_images_alone():
   for b in range(4):
     alone = jit_nms(*(x[b : b + 1] for x in inputs), **kwargs)
     assert_detections_equal(alone, jax.tree.map(lambda x: x[b : b + 1], batched))
+
+
+# ----------------------------------------------------------------------------
+# Per-class NMS against a loop of Caffe SSD's DetectionOutput.
+# ----------------------------------------------------------------------------
+
+
+def caffe_detection_output(boxes, scores, confidence_threshold, nms_threshold, top_k,
+                           keep_top_k):
+  """Caffe's ``DetectionOutputLayer::Forward_cpu`` for one image (weiliu89/caffe, branch ssd):
+  ``ApplyNMSFast`` per class (``GetMaxScoreIndex``: scores above the threshold, stable-sorted
+  descending, the first ``top_k``; keep a box whose overlap with every kept one is <= the
+  threshold), then the ``keep_top_k`` best of all classes. Returns (score, class, box index)
+  in descending score."""
+  detections = []
+  for c in range(scores.shape[1]):
+    ranked = sorted([(s, i) for i, s in enumerate(scores[:, c]) if s > confidence_threshold],
+                    key=lambda pair: -pair[0])[:top_k]
+    kept = []
+    for _, i in ranked:
+      if all(oracle_iou(boxes[i], boxes[k]) <= nms_threshold for k in kept):
+        kept.append(i)
+    detections += [(scores[i, c], c, i) for i in kept]
+  detections.sort(key=lambda d: -d[0])
+  return detections[:keep_top_k] if len(detections) > keep_top_k else detections
+
+
+def assert_per_class_matches_caffe(boxes, scores, **rule):
+  got = jax.jit(functools.partial(per_class_nms, **rule))(boxes, scores)
+  for b in range(len(scores)):
+    want = caffe_detection_output(boxes[b].astype(np.float64), scores[b].astype(np.float64),
+                                  rule["score_threshold"], rule["iou_threshold"], rule["top_k"],
+                                  rule["max_output"])
+    n = len(want)
+    assert int(np.sum(got.valid[b])) == n and np.all(got.valid[b, :n])
+    np.testing.assert_allclose(got.scores[b, :n], [d[0] for d in want], rtol=1e-6)
+    np.testing.assert_array_equal(got.classes[b, :n], [d[1] for d in want])
+    np.testing.assert_array_equal(got.boxes[b, :n], boxes[b, [d[2] for d in want]])
+  return got
+
+
+def test_per_class_nms_matches_caffe_on_random_scores():
+  """Random boxes with distinct scores; top_k (30) and keep_top_k (40) both bind."""
+  rng = np.random.default_rng(3)
+  xy = rng.uniform(0, 200, (2, 120, 2))
+  boxes = np.concatenate([xy, xy + rng.uniform(10, 80, (2, 120, 2))], -1).astype(np.float32)
+  scores = rng.permutation(2 * 120 * 4).reshape(2, 120, 4).astype(np.float32) / 960
+  assert_per_class_matches_caffe(boxes, scores, score_threshold=0.2, top_k=30,
+                                 iou_threshold=0.45, max_output=40)
+
+
+def test_per_class_nms_keeps_a_class_that_a_global_top_k_drops():
+  """Class 0 scores 40 separate boxes at 0.5-0.9; class 1 only one box, at 0.3. One global top
+  20 of (box, class) pairs keeps only class 0; the per-class rule keeps class 1's box."""
+  boxes = np.asarray([[[20 * i, 0, 20 * i + 10, 10] for i in range(40)]], np.float32)
+  scores = np.zeros((1, 40, 2), np.float32)
+  scores[0, :, 0] = np.linspace(0.9, 0.5, 40)
+  scores[0, 7, 1] = 0.3
+  got = assert_per_class_matches_caffe(boxes, scores, score_threshold=0.01, top_k=400,
+                                       iou_threshold=0.45, max_output=200)
+  assert int(np.sum(got.valid)) == 41 and 1 in np.asarray(got.classes[0, :41])
+  _, top_index = jax.lax.top_k(scores.reshape(1, -1), 20)
+  assert not np.any(np.asarray(top_index) % 2 == 1)        # the global top 20: class 0 only
