@@ -12,7 +12,7 @@ classification images:
   nothing deeper (darknet's ``delta_region_class`` with a tree).
 * Detection images (Sec. 4 "Joint classification and detection") train every YOLOv2 term, the
   class term as the hierarchical cross-entropy above.
-* Classification images (batch ``image_label >= 0``, no boxes), as the paper: "we only
+* Classification images (batch ``image_label >= 0``, no boxes), as in the paper: "we only
   backpropagate classification loss", "on just its predicted tree", at "the bounding box that
   predicts the highest probability for that class" (``Pr(object) * Pr(label)`` over all slots,
   as darknet ranks them), and "we also assume that the predicted box overlaps what would be the
@@ -33,7 +33,6 @@ yolo9000.cfg and region layer of 2017-01-04: the ``darknet19`` head, the no-obje
 classification images and the 0.3 pull. Deliberate deviation: two truths on one slot train the
 later one only, while darknet's tree deltas keep the sibling groups of the earlier truth's path
 that the later one does not overwrite.
-* Priors: 3 per cell instead of 5, "to limit the output size" (Sec. 4).
 
 Labels meet the tree in :meth:`YOLO9000.training_sources`: detection classes go to their node
 (by name, or by a darknet ``.map`` file such as ``coco9k.map``), or to the node given in
