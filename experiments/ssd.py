@@ -32,8 +32,8 @@ before 2016-07-02. ``--config.model.base.freeze_at=2`` freezes them.
 Default boxes: the recipes use the geometry of the released models, which ssd_pascal.py and
 ssd_coco.py compute and Caffe's PriorBox layer applies: per-layer ``min_sizes`` / ``max_sizes``
 in pixels from a step floored to whole percents (SSD300 VOC: 30, 60, 111, 162, 213, 264 and 60,
-..., 315; PriorBox truncates sizes to integers), centres at multiples of ``steps`` (8, 16, 32,
-64, 100, 300). ``--config.model.default_boxes.min_sizes=() --config.model.default_boxes.max_sizes=()
+..., 315; PriorBox truncates sizes to integers), centres at ``(i + 0.5) step`` with ``steps``
+8, 16, 32, 64, 100, 300. ``--config.model.default_boxes.min_sizes=() --config.model.default_boxes.max_sizes=()
 --config.model.default_boxes.steps=()`` gives the paper's Eq. 4 instead (``s_min``, ``s_max``,
 ``first_scale``, centres at ``(i + 0.5) / |f_k|``).
 
@@ -68,8 +68,9 @@ def caffe_prior_sizes(min_dim, min_ratio, max_ratio, first_ratios, num_layers):
   return tuple(tuple(int(min_dim * r[i] / 100) for r in sizes) for i in (0, 1))
 
 
-# (min_ratio, max_ratio, conv4_3's (min, max) ratios) of the released models: ssd_pascal.py,
-# ssd_coco.py and their 512x512 variants.
+# (min_ratio, max_ratio, conv4_3's (min, max) ratios) of the released models: ssd_pascal.py and
+# ssd_coco.py for SSD300; for SSD512 (no script in the repository) the values that reproduce the
+# released SSD512 prototxts (VOC: min_size 35.84, 76.8, ..., 460.8, max_size 76.8, ..., 537.6).
 RELEASED_PRIOR_RATIOS = {("voc", 300): (20, 90, (10, 20)), ("coco", 300): (15, 90, (7, 15)),
                          ("voc", 512): (15, 90, (7, 15)), ("coco", 512): (10, 90, (4, 10))}
 RELEASED_STEPS = {300: (8, 16, 32, 64, 100, 300), 512: (8, 16, 32, 64, 128, 256, 512)}

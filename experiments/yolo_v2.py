@@ -22,13 +22,16 @@ Variants:
   darknet19_imagenet_448  its fine-tuning at 448x448: "10 epochs ... starting at a learning
                   rate of 10^-3"; start it from the 224 run with --config.train.init_from.
 
-The paper recipes follow the paper and the darknet revision that trained its models
-(cfg/yolo-voc.cfg and cfg/yolo.cfg of 2016-11-26 with src/region_layer.c of 2016-11-17): the
-passthrough reorganises the 26x26x512 map itself (Sec. 2), every truth's coordinates weigh 1,
-and the priors are that cfg's k-means clusters. darknet's later cfg/yolov2-voc.cfg (2017, with
-its released yolov2-voc.weights) differs in three settings; to train that form, pass
+The paper recipes follow the paper's text where it speaks (the passthrough reorganises the
+26x26x512 map itself, Sec. 2; multi-scale training; 160 epochs) and darknet as released with
+the paper where it is silent (cfg/yolo-voc.cfg and cfg/yolo.cfg of 2016-11-26, the region layer
+of 2016-11-17): every truth's coordinates weigh 1, that cfg's k-means priors. darknet's later
+form (cfg/yolo-voc.cfg of March 2017, named yolov2-voc.cfg since 2018, with yolov2-voc.weights)
+differs in the network and loss in three settings; to train that form, pass
   --config.model.passthrough_width=64 --config.model.loss.coord_area_weight=True
   --config.model.priors="((1.3221,1.73145),(3.19275,4.00944),(5.05587,8.09892),(9.47112,4.84053),(11.2364,10.0071))"
+(that cfg also has jitter .3 and its own schedule: burn-in 1,000, lr 1e-3, /10 at 40k and 60k of
+80,200 batches).
 Priors are in cells of the stride-32 output (darknet's unit; they scale with the input). For
 your own data, run ``scripts/kmeans_anchors.py --k=5 --output=priors.json`` and train with
 ``--config.model.priors_file=priors.json``.
@@ -78,8 +81,10 @@ def model_config(num_classes, priors=VOC_PRIORS):
 
 
 def yolo_augmentation(c):
-  """darknet's detection augmentation (cfg/yolo-voc.cfg: jitter .2, hue .1, saturation and
-  exposure 1.5), the paper's "similar data augmentation to YOLO and SSD" (Sec. 3)."""
+  """cfg/yolo-voc.cfg's augmentation values (jitter .2, hue .1, saturation and exposure 1.5),
+  the paper's "similar data augmentation to YOLO and SSD" (Sec. 3), on jaxdet's YOLO
+  augmentation, whose jitter is YOLOv1's scale and shift of up to 20% (darknet's loader moves
+  each side of its crop by up to 20% independently)."""
   c.data.augment = "yolo"
   c.data.jitter = 0.2
   c.data.hue = 0.1

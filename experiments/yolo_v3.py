@@ -66,8 +66,11 @@ def model_config(num_classes):
 
 
 def yolo_augmentation(c, jitter):
-  """darknet's detection augmentation (yolov3.cfg: jitter .3, hue .1, saturation and exposure
-  1.5; Sec. 3: "lots of data augmentation")."""
+  """yolov3.cfg's augmentation values (jitter .3, hue .1, saturation and exposure 1.5; Sec. 3:
+  "lots of data augmentation") on jaxdet's YOLO augmentation: its jitter is YOLOv1's scale and
+  shift of up to ``jitter`` (jaxdet.data.augment), where darknet's loader of 2018 jitters the
+  aspect ratio by ``jitter`` and the scale by U(0.25, 2) and places the image on a grey
+  canvas."""
   c.data.augment = "yolo"
   c.data.jitter = jitter
   c.data.hue = 0.1
@@ -84,7 +87,9 @@ def paper_recipe(size):
   # batches.
   c.data.multi_scale_sizes = tuple(range(320, 608 + 1, 32))
   c.data.multi_scale_every = 10
-  c.data.keep_aspect_ratio = False                      # darknet warps to the square input
+  # Warped to the square input in training and evaluation; darknet letterboxes at evaluation
+  # (validate_detector).
+  c.data.keep_aspect_ratio = False
   yolo_augmentation(c, jitter=0.3)
   c.train.batch_size = 64
   c.train.total_steps = 500_200                         # max_batches
@@ -116,9 +121,11 @@ def tiny():
 
 
 def darknet53_imagenet():
-  """Darknet-53's ImageNet classifier (Sec. 2.4, Table 2: evaluated at 256x256), trained as
-  darknet's cfg/darknet53.cfg: 256x256, batch 128, lr 0.1 with polynomial decay of power 4,
-  800,000 batches (about 80 epochs), weight decay 5e-4."""
+  """Darknet-53's ImageNet classifier (Sec. 2.4, Table 2: evaluated at 256x256) with the
+  schedule of darknet's cfg/darknet53.cfg (published in Aug. 2018, after the paper): 256x256,
+  batch 128, lr 0.1 with polynomial decay of power 4, 800,000 batches (about 80 epochs), weight
+  decay 5e-4. Not taken from that cfg: its 1,000-batch burn-in and its crops (128-448), angle
+  (7) and aspect (.75) augmentation."""
   model = config_lib.classifier_model("darknet53", model_config(1000).backbone, 1000)
   return config_lib.imagenet_pretraining_recipe(
       model, 256, epochs=800_000 * 128 / config_lib.IMAGENET_TRAIN_IMAGES, base_lr=0.1)

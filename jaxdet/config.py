@@ -130,7 +130,7 @@ def classification_recipe(c, train, evaluate):
   c.data.eval = evaluate
   c.eval.metrics = ("top1", "top5")
   c.data.max_boxes = 1                         # classification images have none
-  c.data.keep_aspect_ratio = False             # warped to the square input, as darknet
+  c.data.keep_aspect_ratio = False             # warped to the square input
   return c
 
 

@@ -20,7 +20,9 @@ from jaxdet.data import pipeline
 BRIGHTNESS_DELTA = 32.0               # added to every channel, 0-255 units
 CONTRAST_RANGE = (0.5, 1.5)           # pixels scaled (Caffe convertTo), not about the mean
 SATURATION_RANGE = (0.5, 1.5)         # HSV saturation scaled
-HUE_DELTA = 18.0                      # degrees (ssd.pytorch's float HSV, hue in [0, 360))
+# Degrees, ssd.pytorch's (float HSV, hue in [0, 360)). Caffe's hue_delta 18 is in OpenCV's 8-bit
+# hue units (0-180), i.e. 36 degrees.
+HUE_DELTA = 18.0
 
 # Min-IoU crop (Sec. 2.2): the whole image (+inf: no patch qualifies), a patch with jaccard
 # overlap >= 0.1, 0.3, 0.5, 0.7 or 0.9 with some object, or any patch (0.0), chosen uniformly.

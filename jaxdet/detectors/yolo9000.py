@@ -42,7 +42,7 @@ classes by name (ImageNet's WordNet ids are 9k.tree's node names) or a ``.map`` 
 Outputs: :meth:`decode` scores the detection dataset's classes (``Pr(object) Pr(class node)``)
 for COCO/VOC evaluation; :meth:`display_decode` gives, per box, the deepest confident node
 (darknet's ``hierarchy_top_prediction``: from the top, take the most probable child while the
-path probability stays at or above ``hierarchy_threshold``) and :meth:`display_names` its path.
+path probability stays above ``hierarchy_threshold``) and :meth:`display_names` its path.
 """
 import jax
 import jax.numpy as jnp

@@ -12,18 +12,17 @@ truth, and classes by a softmax per anchor. Multi-scale training (Sec. 2) is the
 
 Two forms of the passthrough (``passthrough_width``):
   * 0: the paper's, "turns the 26 x 26 x 512 feature map into a 13 x 13 x 2048 feature map"
-    (Sec. 2), as darknet's cfg/yolo-voc.cfg of Nov. 2016 that trained the paper's models (the
-    recipes');
-  * 64: darknet's later cfg/yolov2-voc.cfg (since March 2017, with its released
-    yolov2-voc.weights), a 1x1 convolution to 64 channels before the reorganisation
+    (Sec. 2), as darknet's cfg/yolo-voc.cfg released with the paper (Nov. 2016; the recipes');
+  * 64: darknet's later cfg/yolo-voc.cfg (March 2017; yolov2-voc.cfg since 2018, with the
+    released yolov2-voc.weights), a 1x1 convolution to 64 channels before the reorganisation
     (13 x 13 x 256).
 ``head="darknet19"`` drops the three added convolutions and the passthrough: the 1x1 prediction
 sits on Darknet-19's last layer, as darknet's cfg/yolo9000.cfg.
 
 The paper does not write the loss out. It is darknet's region layer (``src/region_layer.c``,
-``forward_region_layer`` and the GPU backward pass, which multiplies the x, y and objectness
-deltas by the sigmoid's derivative), summed over the slots of an image and averaged over the
-images of the global batch:
+``forward_region_layer``; the x, y and objectness deltas go through the sigmoid's derivative,
+in the forward pass itself in 2016 and in ``backward_region_layer_gpu`` since March 2017),
+summed over the slots of an image and averaged over the images of the global batch:
 
   L = sum_pos [ l_coord s ((sigma(t_x) - x*)^2 + (sigma(t_y) - y*)^2 + (t_w - t_w*)^2
                            + (t_h - t_h*)^2) / 2

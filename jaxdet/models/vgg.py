@@ -12,8 +12,9 @@ Liu et al. 2016 (SSD), Sec. 3 "Base network", plus the extra feature layers of F
 
 The feature maps the heads read are conv4_3 (normalised), fc7 and every ``conv{8+i}_2``.
 ``batch_norm`` (not in the paper, whose base is ImageNet-pretrained) lets the small CPU variants
-train from scratch. ``freeze_at = k`` keeps conv1 .. conv{k} fixed: the authors' Caffe recipe
-(ssd_pascal.py) fine-tunes its ImageNet VGG with conv1_x and conv2_x frozen ("no backward").
+train from scratch. ``freeze_at = k`` keeps conv1 .. conv{k} fixed ("no backward"): the
+authors' ssd_pascal.py froze conv1_x and conv2_x in its revisions before 2016-07-02; the final
+script trains every layer.
 With ``num_classes`` the network ends after fc7 with global average pooling and a classifier:
 "VGG-16 reduced" for ImageNet pretraining, named as in the detector.
 """

@@ -485,7 +485,7 @@ def top_down_prediction(cond_log_probs, tree, threshold, log_objectness=None):
 
   Starts at the top set with ``p = objectness`` (1 if ``log_objectness`` is None); at each set
   takes the most probable child ``c`` (the lowest index among equals); descends into ``c`` while
-  ``p * Pr(c | set) >= threshold`` (``p`` then takes that value), stopping at a leaf. Unlike
+  ``p * Pr(c | set) > threshold`` (``p`` then takes that value), stopping at a leaf. Unlike
   darknet, which returns the top set's best node even below threshold, nothing passing gives -1;
   and darknet's region layer calls it on absolute probabilities (after ``hierarchy_predictions``)
   without objectness, where this follows the paper: conditionals, scaled by objectness.
@@ -522,7 +522,7 @@ def top_down_prediction(cond_log_probs, tree, threshold, log_objectness=None):
     at = jnp.maximum(current, 0)[..., None]
     child = jnp.take_along_axis(set_best, at, axis=-1)[..., 0]
     p_child = p * jnp.exp(jnp.take_along_axis(set_max, at, axis=-1)[..., 0])
-    active = active & (current >= 0) & (p_child >= threshold)
+    active = active & (current >= 0) & (p_child > threshold)
     node = jnp.where(active, child, node)
     p = jnp.where(active, p_child, p)
     path.append(jnp.where(active, child, -1))

@@ -84,7 +84,7 @@ def ref_top_down(cond_row, parents, threshold, p=1.0):
   node, path, members = -1, [], sets[-1]
   while members:
     best = max(members, key=lambda j: (cond_row[j], -j))   # first among equals
-    if p * np.exp(cond_row[best]) < threshold:
+    if p * np.exp(cond_row[best]) <= threshold:         # darknet: descend while p > thresh
       break
     p *= np.exp(cond_row[best])
     node = best
