@@ -35,6 +35,17 @@ def box_rmse(a, b):
   return math.sqrt(sum((p - q) ** 2 for p, q in zip(a, b)))
 
 
+def best_prior(prior_shapes, w, h):
+  """The prior whose (w, h), centred on the truth's, has the highest IoU with it: the truth
+  loops of both layers (``bias_match``; strict ``>``, so the first of equals)."""
+  best_iou, best = 0.0, 0
+  for index, (pw, ph) in enumerate(prior_shapes):
+    iou = box_iou((0, 0, pw, ph), (0, 0, w, h))
+    if iou > best_iou:
+      best_iou, best = iou, index
+  return best
+
+
 class Deltas:
   """darknet's ``l.delta`` over jaxdet-shaped outputs, each entry tagged with the term that
   wrote it last."""
@@ -190,11 +201,7 @@ def region_layer_delta(outputs, feature_size, priors, truths, image_labels=None,
             deltas.write("objectness_logits", (b, n), 0.0, "")
     for x, y, w, h, label in truths[b]:
       i, j = int(x * cols), int(y * rows)
-      best_iou, best_a = 0.0, 0
-      for a, (pw, ph) in enumerate(priors):
-        iou = box_iou((0, 0, pw / cols, ph / rows), (0, 0, w, h))
-        if iou > best_iou:
-          best_iou, best_a = iou, a
+      best_a = best_prior([(pw / cols, ph / rows) for pw, ph in priors], w, h)
       n = (j * cols + i) * num_priors + best_a
       pw, ph = priors[best_a]
       pred = ((i + out_xy[b, n, 0]) / cols, (j + out_xy[b, n, 1]) / rows,
@@ -248,11 +255,7 @@ def yolo_layer_delta(outputs, image_size, feature_sizes, priors, masks, truths,
               deltas.write("objectness_logits", (b, n), 0.0, "")
       for x, y, w, h, label in truths[b]:
         i, j = int(x * cols), int(y * rows)
-        best_iou, best_n = 0.0, 0
-        for p, (pw, ph) in enumerate(priors):
-          iou = box_iou((0, 0, pw / width, ph / height), (0, 0, w, h))
-          if iou > best_iou:
-            best_iou, best_n = iou, p
+        best_n = best_prior([(pw / width, ph / height) for pw, ph in priors], w, h)
         if best_n not in mask:
           continue
         n = slot(j, i, list(mask).index(best_n))
