@@ -30,7 +30,6 @@ Example:
 """
 import ml_collections
 
-from jaxdet import config as config_lib
 from experiments import yolo_v2
 
 # darknet's cfg/yolo9000.cfg: 3 priors (w, h) in stride-32 cells (Sec. 4: 3 instead of 5).
@@ -75,9 +74,9 @@ def coco_imagenet():
 
 def tiny(joint=True):
   """YOLOv2's ``tiny_digits`` network (3 priors) and recipe with the parity tree."""
-  c = config_lib.yolo_cpu_digits_recipe(yolo_v2.tiny())
+  c = yolo_v2.cpu_digits_recipe(yolo_v2.tiny())
   # Twice the other families' 3,000 steps: the unseen digits' AP50 was 0.033 at 3,000 and 0.070
-  # at 6,000 (README), ~13 minutes on the 2-core CPU.
+  # at 6,000 (README, 2026-11-28), ~13-17 minutes on the 2-core CPU.
   c.train.total_steps = 6000
   with_wordtree(c.model)
   c.model.tree.pairs = DIGIT_PARITY_TREE
