@@ -3,6 +3,8 @@ paper's recipes. Configs are locked ml_collections: overriding or reading a key 
 exist is an error that names the key."""
 import ml_collections
 
+from jaxdet import errors
+
 
 def base_config():
   c = ml_collections.ConfigDict()
@@ -40,6 +42,7 @@ def base_config():
   c.train.ema_decay = 0.0                      # 0: no EMA
   c.train.hang_timeout_s = 1800                # no step for this long: exit (0: never)
   c.train.init_from = ""                       # a workdir: start from its matching weights
+  c.train.allow_config_change = ""             # keys a resumed run may change, "a.b,c.d"
   c.train.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", momentum=0.9, nesterov=False, weight_decay=1e-4, decay_norm_params=False,
       grad_clip_norm=0.0))
@@ -53,6 +56,7 @@ def base_config():
   c.eval.batch_size = 16
   c.eval.metrics = ("coco",)                   # any of "coco", "voc07", "voc12"; () skips
   c.eval.class_groups = ml_collections.ConfigDict()  # name -> class names: VOC mAP per group
+  c.eval.allow_missing_images = False          # True: score the readable images (and say so)
   return c
 
 
@@ -177,3 +181,23 @@ def imagenet_step_recipe(model, epochs, base_lr, decay_epochs, weight_decay):
       name="step", base_lr=base_lr, warmup_steps=0, warmup_factor=1.0,
       decay_steps=tuple(round(e * steps_per_epoch) for e in decay_epochs), decay_factor=0.1))
   return c
+
+
+def validate(config):
+  """Refuses, with one line per problem, values that no run can use. ``total_steps = 0`` is
+  allowed: it evaluates the initial model."""
+  train = config.train
+  problems = [f"config.{key} = {value} must be positive" for key, value in
+              (("train.schedule.base_lr", train.schedule.base_lr),
+               ("train.batch_size", train.batch_size), ("train.log_every", train.log_every),
+               ("train.checkpoint_every", train.checkpoint_every),
+               ("train.keep_checkpoints", train.keep_checkpoints),
+               ("eval.batch_size", config.eval.batch_size),
+               ("data.max_boxes", config.data.max_boxes))
+              if not value > 0]
+  if train.total_steps < 0:
+    problems.append(f"config.train.total_steps = {train.total_steps} must not be negative")
+  if train.eval_every < 0:
+    problems.append(f"config.train.eval_every = {train.eval_every} must not be negative")
+  if problems:
+    raise errors.InvalidSetupError("invalid config:\n  " + "\n  ".join(problems))

@@ -152,17 +152,19 @@ def exit_on_error():
   except SystemExit as e:
     if not jax.distributed.is_initialized() or e.code in (0, None):
       raise
-    _exit_now(f"process {jax.process_index()} stopped: {e.code}", e.code)
+    exit_now(f"process {jax.process_index()} stopped: {e.code}", e.code)
   except (Exception, KeyboardInterrupt):  # pylint: disable=broad-except
     if not jax.distributed.is_initialized():
       raise
-    _exit_now(f"process {jax.process_index()} of {jax.process_count()} failed:\n"
+    exit_now(f"process {jax.process_index()} of {jax.process_count()} failed:\n"
               f"{traceback.format_exc()}", 1)
 
 
-def _exit_now(message, code):
+def exit_now(message, code):
+  """Ends the process at once (no interpreter teardown) after printing ``message``."""
   sys.stdout.flush()
-  sys.stderr.write(message + "\n")
+  if message:
+    sys.stderr.write(message + "\n")
   sys.stderr.flush()
   os._exit(code if isinstance(code, int) else 1)  # pylint: disable=protected-access
 

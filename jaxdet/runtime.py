@@ -6,16 +6,31 @@ import sys
 from absl import logging as absl_logging
 
 from jaxdet import distributed
+from jaxdet import errors
 from jaxdet.data import sources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "experiments", "retinanet.py") + ":tiny_digits"
 
 
+class OneLineLibraryErrors(logging.Filter):
+  """Orbax's errors as one line each, without its tracebacks and TensorStore spec dumps: jaxdet
+  reports the failure itself (a failed save: ``CheckpointSaveError``)."""
+
+  def filter(self, record):
+    if "orbax" in record.pathname and record.levelno >= logging.ERROR:
+      message = record.getMessage().split("\n")[0].split(" [tensorstore_spec=")[0]
+      record.msg, record.args, record.exc_info, record.exc_text = message[:500], (), None, None
+    return True
+
+
 def setup_logging():
   """jaxdet's progress to stdout; the libraries' INFO chatter (orbax, tfds) silenced. On a
   multi-host run (call ``jaxdet.distributed.initialize`` first) only process 0 logs progress."""
   absl_logging.set_verbosity(absl_logging.WARNING)
+  absl_logger = logging.getLogger("absl")
+  if not any(isinstance(f, OneLineLibraryErrors) for f in absl_logger.filters):
+    absl_logger.addFilter(OneLineLibraryErrors())
   logger = logging.getLogger("jaxdet")
   if not logger.handlers:
     handler = logging.StreamHandler(sys.stdout)
@@ -44,11 +59,22 @@ def load_trained(workdir, step=None):
   from jaxdet.train import checkpoint  # pylint: disable=import-outside-toplevel
   from jaxdet.train import sharding  # pylint: disable=import-outside-toplevel
   from jaxdet.train import state as state_lib  # pylint: disable=import-outside-toplevel
-  config, class_names, step = checkpoint.saved_run(workdir, step)
-  detector = detectors.build(config.model)
-  mesh = sharding.make_mesh()
-  target, _, _ = state_lib.build_state(detector, config, mesh)
-  state, _ = checkpoint.restore(checkpoint.manager(workdir), target, step)
+  try:
+    config, class_names, step = checkpoint.saved_run(workdir, step)
+    detector = detectors.build(config.model)
+    mesh = sharding.make_mesh()
+    target, _, _ = state_lib.build_state(detector, config, mesh)
+    state, _ = checkpoint.restore(checkpoint.manager(workdir), target, step)
+  except (errors.ReportedError, FileNotFoundError):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    steps = checkpoint.committed_steps(workdir)
+    shown = step if step is not None else f"{steps[-1]} (the latest)" if steps else "?"
+    raise checkpoint.DamagedCheckpointError(
+        f"checkpoint step {shown} of {workdir} cannot be read ({checkpoint.short_error(e)}); "
+        f"its steps: {steps}; choose another with --step") from e
+  logging.getLogger("jaxdet").info("step %d of %s (its steps: %s)", step, workdir,
+                                   checkpoint.committed_steps(workdir))
   return config, class_names, detector, state, mesh
 
 

@@ -20,6 +20,7 @@ from absl import flags  # noqa: E402
 import jax  # noqa: E402
 
 from jaxdet import distributed  # noqa: E402
+from jaxdet import errors  # noqa: E402
 from jaxdet import runtime  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.",
@@ -34,6 +35,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir; default: the c
 _COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None,
                                      "COCO-json folder for coco_json:<split> datasets.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Eval batch size; default: the config's.")
+_ALLOW_MISSING_IMAGES = flags.DEFINE_bool(
+    "allow_missing_images", None, "Score the readable images when some cannot be read (the "
+    "report says how many were left out); default: the config's (False: refuse).")
 _DISTRIBUTED = distributed.define_flags()
 
 
@@ -43,7 +47,10 @@ def main(argv):
   distributed.initialize_from_flags(_DISTRIBUTED)
   with distributed.exit_on_error():
     runtime.setup_logging()
-    evaluate()
+    try:
+      evaluate()
+    except (errors.ReportedError, FileNotFoundError) as e:
+      sys.exit(f"error: {e}")
 
 
 def evaluate():
@@ -51,7 +58,8 @@ def evaluate():
   overrides = {("data", "eval"): _DATASET.value, ("data", "data_dir"): _DATA_DIR.value,
                ("data", "coco_json_dir"): _COCO_JSON_DIR.value,
                ("eval", "metrics"): tuple(_METRICS.value) if _METRICS.value else None,
-               ("eval", "batch_size"): _BATCH_SIZE.value}
+               ("eval", "batch_size"): _BATCH_SIZE.value,
+               ("eval", "allow_missing_images"): _ALLOW_MISSING_IMAGES.value}
   for (section, key), value in overrides.items():
     if value is not None:
       config[section][key] = value

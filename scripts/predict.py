@@ -17,6 +17,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxdet import errors  # noqa: E402
 from jaxdet import runtime  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.",
@@ -45,7 +46,11 @@ def main(argv):
     raise app.UsageError("give one or more image files or glob patterns")
   paths = expand(argv[1:])
   runtime.setup_logging()
-  config, class_names, detector, state, mesh = runtime.load_trained(_WORKDIR.value, _STEP.value)
+  try:
+    config, class_names, detector, state, mesh = runtime.load_trained(_WORKDIR.value,
+                                                                      _STEP.value)
+  except (errors.ReportedError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
   if _BATCH_SIZE.value:
     config.eval.batch_size = _BATCH_SIZE.value
   from jaxdet.data import sanitize  # pylint: disable=import-outside-toplevel

@@ -21,6 +21,7 @@ from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from jaxdet import distributed  # noqa: E402
+from jaxdet import errors  # noqa: E402
 from jaxdet import runtime  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,12 +40,17 @@ def main(argv):
   distributed.initialize_from_flags(_DISTRIBUTED)
   with distributed.exit_on_error():
     runtime.setup_logging()
-    config = runtime.prepare(_CONFIG.value, coco_json_dir=_COCO_JSON_DIR.value)
     from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
     try:
-      loop.train_and_evaluate(config, _WORKDIR.value)
-    except loop.NonFiniteLossError as e:
-      sys.exit(f"error: {e}")
+      config = runtime.prepare(_CONFIG.value, coco_json_dir=_COCO_JSON_DIR.value)
+      if loop.train_and_evaluate(config, _WORKDIR.value) is None:
+        # Stopped by a signal, its checkpoint committed: end now rather than after the
+        # libraries' teardown, inside the scheduler's grace period (SLURM's: 30 s).
+        distributed.exit_now("", 0)
+    except errors.ReportedError as e:
+      # At once: the checkpoint manager is closed and the summaries flushed, and an ordinary
+      # shutdown would only add the failed save's library threads' noise.
+      distributed.exit_now(f"error: {e}", 1)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ class RecordLoader:
       try:
         record = self.source[index]
       except sources_lib.CorruptImageError as e:
-        self.issues.add("corrupt_image", 1, str(e))
+        self.issues.add("corrupt_image", 1, str(e), e.item)
         continue
       if usable(record):
         return record
@@ -66,7 +66,7 @@ class RecordLoader:
     boxes, labels, _ = sanitize.sanitize_annotations(record, self.num_classes, self.issues, where)
     if len(boxes) > self.max_boxes:
       self.issues.add("boxes_truncated", len(boxes) - self.max_boxes,
-                      f"{where}: {len(boxes)} boxes, budget {self.max_boxes}")
+                      f"{where}: {len(boxes)} boxes, budget {self.max_boxes}", where)
       boxes, labels = boxes[:self.max_boxes], labels[:self.max_boxes]
     return boxes, labels
 
@@ -82,8 +82,9 @@ class RecordLoader:
     def usable(record):
       if 0 <= record["image_label"] < self.num_classes:
         return True
-      self.issues.add("label_out_of_range", 1, f"{self.source.name} image {record['image_id']}: "
-                      f"image label {record['image_label']} not in [0, {self.num_classes})")
+      where = f"{self.source.name} image {record['image_id']}"
+      self.issues.add("label_out_of_range", 1, f"{where}: image label {record['image_label']} "
+                      f"not in [0, {self.num_classes})", where)
       return False
 
     record = self.load(position, usable)
@@ -98,7 +99,7 @@ class RecordLoader:
         record = self.source[int(index)]
         return record["image"], np.int64(record["image_id"]), False
       except sources_lib.CorruptImageError as e:
-        self.issues.add("corrupt_image", 1, str(e))
+        self.issues.add("corrupt_image", 1, str(e), e.item)
     return np.zeros((1, 1, 3), np.uint8), np.int64(-1), True
 
 

@@ -23,23 +23,67 @@ import os
 
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
+
+from jaxdet import errors
 
 
 class CorruptImageError(ValueError):
-  """An image that cannot be decoded."""
+  """An image that cannot be read or decoded; ``item`` names the file or record."""
+
+  def __init__(self, message, item=None):
+    super().__init__(message)
+    self.item = item
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(errors.ReportedError, FileNotFoundError):
   """A dataset that is not prepared on this machine."""
 
 
+# EXIF orientations that turn the stored image by 90 degrees (width and height swap).
+EXIF_ORIENTATION_TAG = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# Modes PIL converts to RGB correctly: 1-bit, 8-bit grey, palette, with alpha (dropped, as
+# OpenCV and torchvision do), CMYK (JPEG's Adobe CMYK included), YCbCr, LAB, HSV.
+CONVERTIBLE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
+                     "YCbCr", "LAB", "HSV")
+
+
+def sixteen_bit_to_8_bit(values):
+  """Grey levels of 16-bit range [0, 65535] to [0, 255]: ``round(v / 257)``, so 65535 -> 255
+  and 257 * k -> k exactly."""
+  return np.round(np.asarray(values, np.float64) / 257.0).astype(np.uint8)
+
+
+def to_rgb(image, what):
+  """RGB uint8 array of a PIL image of any supported mode (:data:`CONVERTIBLE_MODES`, 16-bit
+  grey, and 32-bit integer grey that holds 16-bit values, as some PNG readers give them)."""
+  if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+    values = np.asarray(image)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+      raise CorruptImageError(f"{what}: {image.mode} image with values outside the 16-bit range "
+                              f"[{values.min()}, {values.max()}] is not supported", what)
+    return np.repeat(sixteen_bit_to_8_bit(values)[..., None], 3, axis=-1)
+  if image.mode not in CONVERTIBLE_MODES:
+    raise CorruptImageError(f"{what}: image mode {image.mode} is not supported (supported: "
+                            f"{', '.join(CONVERTIBLE_MODES + SIXTEEN_BIT_MODES)})", what)
+  if image.mode == "P" and "transparency" in image.info:
+    image = image.convert("RGBA")      # PIL's route for palettes with a transparent entry
+  return np.asarray(image.convert("RGB"))
+
+
 def decode_image(encoded, what):
-  """RGB uint8 array of an encoded image; :class:`CorruptImageError` if it cannot be decoded."""
+  """RGB uint8 array of an encoded image, turned upright by its EXIF orientation (as image
+  viewers and annotation tools show it, so boxes drawn on it apply as they are);
+  :class:`CorruptImageError` if it cannot be decoded or its mode is not supported."""
   try:
     with Image.open(io.BytesIO(encoded)) as image:
-      return np.asarray(image.convert("RGB"))
+      return to_rgb(ImageOps.exif_transpose(image), what)
+  except CorruptImageError:
+    raise
   except Exception as e:  # PIL raises many types for bad data
-    raise CorruptImageError(f"cannot decode {what}: {e}") from e
+    raise CorruptImageError(f"cannot decode {what}: {e}", what) from e
 
 
 def read_file(path):
@@ -48,16 +92,17 @@ def read_file(path):
     with open(path, "rb") as f:
       return f.read()
   except OSError as e:
-    raise CorruptImageError(f"cannot read {path}: {e}") from e
+    raise CorruptImageError(f"cannot read {path}: {e}", path) from e
 
 
 def image_size_of(encoded, what):
-  """(height, width) read from the image header only."""
+  """(height, width) of the upright image (see :func:`decode_image`), read from the header."""
   try:
     with Image.open(io.BytesIO(encoded)) as image:
-      return image.height, image.width
+      turned = image.getexif().get(EXIF_ORIENTATION_TAG) in TRANSPOSING_ORIENTATIONS
+      return (image.width, image.height) if turned else (image.height, image.width)
   except Exception as e:  # PIL raises many types for bad data
-    raise CorruptImageError(f"cannot read the header of {what}: {e}") from e
+    raise CorruptImageError(f"cannot read the header of {what}: {e}", what) from e
 
 
 class Source:
@@ -84,8 +129,17 @@ class Source:
   def with_image(self, encoded, annotations, index):
     """The record: ``annotations`` with the decoded image; ``height``/``width`` are the decoded
     image's (an annotation file that states another size is overruled)."""
-    image = decode_image(encoded, f"{self.name}[{index}]")
+    image = decode_image(encoded, self.describe(index))
     return dict(annotations, image=image, height=image.shape[0], width=image.shape[1])
+
+  def describe(self, index):
+    """How messages name record ``index``: its file where it has one."""
+    return f"{self.name}[{index}]"
+
+  def max_boxes_per_image(self):
+    """``(most training boxes of one image, its description)`` where the annotations are in
+    memory (COCO-json); None where counting would read the whole dataset (TFDS)."""
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,20 +239,71 @@ class TfdsSource(Source):
 # COCO-json folders.
 
 
-def find_coco_json(directory, split):
-  """``(annotation file, image root)`` of ``split`` in a COCO-json folder.
-
-  Accepted layouts: COCO's own (``annotations/instances_<split>.json`` + ``<split>/``) or a
-  flat one (``<split>.json`` + ``<split>/`` or ``images/``; image paths relative to it).
-  """
+def annotation_file_of(directory, split):
+  """The annotation file of ``split`` in a COCO-json folder: COCO's
+  ``annotations/instances_<split>.json``, ``annotations/<split>.json`` or ``<split>.json``."""
+  if not os.path.isdir(directory):
+    raise DatasetNotFoundError(f"COCO-json folder {directory!r} does not exist")
   candidates = [os.path.join(directory, "annotations", f"instances_{split}.json"),
+                os.path.join(directory, "annotations", f"{split}.json"),
                 os.path.join(directory, f"{split}.json")]
-  annotation_file = next((c for c in candidates if os.path.isfile(c)), None)
-  if annotation_file is None:
+  found = next((c for c in candidates if os.path.isfile(c)), None)
+  if found is None:
     raise DatasetNotFoundError(f"no annotations for split {split!r} in COCO-json folder "
                                f"{directory!r}: expected one of {candidates}")
-  roots = [os.path.join(directory, split), os.path.join(directory, "images"), directory]
-  return annotation_file, next(r for r in roots if os.path.isdir(r))
+  return found
+
+
+def image_roots(directory, split):
+  """Where a COCO-json folder's exporters put the images of ``split``, in the order searched;
+  a ``file_name`` may hold sub-folders below one of them, or be an absolute path."""
+  return [os.path.join(directory, split), os.path.join(directory, "images", split),
+          os.path.join(directory, "images"), directory]
+
+
+IMAGES_PROBED = 8      # the first images whose files locate a split's image folder
+
+
+def find_image_root(directory, split, file_names, annotation_file):
+  """The first of :func:`image_roots` that holds one of the first :data:`IMAGES_PROBED`
+  ``file_names``; none is a :class:`DatasetNotFoundError` naming the files and folders tried."""
+  roots = image_roots(directory, split)
+  probed = file_names[:IMAGES_PROBED]
+  for root in roots:
+    if any(os.path.isfile(os.path.join(root, name)) for name in probed):
+      return root
+  if not probed:
+    return roots[0]
+  raise DatasetNotFoundError(
+      f"no image of {annotation_file} found: looked for {listed_names(probed)} in "
+      f"{', '.join(roots)} (a file_name may also be an absolute path or hold sub-folders below "
+      "one of these)")
+
+
+def listed_names(names, limit=3):
+  more = f" and {len(names) - limit} more" if len(names) > limit else ""
+  return ", ".join(repr(n) for n in names[:limit]) + more
+
+
+def find_coco_json(directory, split):
+  """``(annotation file, image root)`` of ``split`` in a COCO-json folder. Accepted layouts:
+  the annotations in ``annotations/instances_<split>.json``, ``annotations/<split>.json`` or
+  ``<split>.json``; the images in ``<split>/``, ``images/<split>/``, ``images/`` or the folder
+  itself (:func:`image_roots`), found from the first images' ``file_name``."""
+  annotation_file = annotation_file_of(directory, split)
+  coco = read_json(annotation_file)
+  names = [im["file_name"] for im in sorted(coco.get("images", []), key=lambda im: im["id"])]
+  return annotation_file, find_image_root(directory, split, names, annotation_file)
+
+
+def read_json(path):
+  """The parsed json of ``path``; a malformed file is a ValueError naming it and the position."""
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise errors.InvalidSetupError(
+          f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from e
 
 
 def coco_json_splits(directory):
@@ -206,14 +311,34 @@ def coco_json_splits(directory):
   ``train2017``/``val2017``."""
   for train, val in (("train", "val"), ("train2017", "val2017")):
     try:
-      find_coco_json(directory, train), find_coco_json(directory, val)
+      annotation_file_of(directory, train), annotation_file_of(directory, val)
       return train, val
     except DatasetNotFoundError:
-      continue
+      if not os.path.isdir(directory):
+        raise
   raise DatasetNotFoundError(
-      f"{directory!r} is not a COCO-json folder: expected train.json + val.json (images in "
-      "train/ and val/, or images/) or COCO's annotations/instances_train2017.json + "
-      "annotations/instances_val2017.json with train2017/ and val2017/")
+      f"{directory!r} is not a COCO-json folder: expected train.json + val.json or "
+      "annotations/instances_train.json + annotations/instances_val.json (images in train/ and "
+      "val/, images/train/ and images/val/, or images/), or COCO's "
+      "annotations/instances_train2017.json + annotations/instances_val2017.json with "
+      "train2017/ and val2017/")
+
+
+def check_references(coco, annotation_file, label_of):
+  """Refuses annotations of unknown categories (naming the ids) or of images not listed in
+  ``images`` (counting them): a typo there would otherwise train on silently dropped boxes."""
+  annotations = coco.get("annotations", [])
+  unknown = sorted({a["category_id"] for a in annotations if a["category_id"] not in label_of})
+  if unknown:
+    raise errors.InvalidSetupError(
+        f"{annotation_file}: annotations use category_id {listed_names(unknown)}, not among the "
+        f"file's categories (ids {sorted(label_of)})")
+  listed_ids = {im["id"] for im in coco["images"]}
+  orphans = [a for a in annotations if a["image_id"] not in listed_ids]
+  if orphans:
+    raise errors.InvalidSetupError(
+        f"{annotation_file}: {len(orphans)} annotations refer to an image_id not in 'images' "
+        f"(e.g. {orphans[0]['image_id']})")
 
 
 class CocoJsonSource(Source):
@@ -224,34 +349,48 @@ class CocoJsonSource(Source):
 
   def __init__(self, directory, split):
     self.name = f"coco_json:{directory}:{split}"
-    self.annotation_file, self.image_root = find_coco_json(directory, split)
-    with open(self.annotation_file, encoding="utf-8") as f:
-      coco = json.load(f)
+    self.annotation_file = annotation_file_of(directory, split)
+    coco = read_json(self.annotation_file)
     categories = sorted(coco["categories"], key=lambda c: c["id"])
     self.class_names = tuple(c["name"] for c in categories)
     self.category_ids = tuple(c["id"] for c in categories)
     label_of = {cid: i for i, cid in enumerate(self.category_ids)}
+    check_references(coco, self.annotation_file, label_of)
     self._images = sorted(coco["images"], key=lambda im: im["id"])
+    self.image_root = find_image_root(directory, split, [im["file_name"] for im in self._images],
+                                      self.annotation_file)
     per_image = {im["id"]: [] for im in self._images}
     for ann in coco.get("annotations", []):
-      per_image.setdefault(ann["image_id"], []).append(ann)
-    # Unknown category ids become label -1: the pipeline counts and drops them.
+      per_image[ann["image_id"]].append(ann)
     self._annotations = [self._arrays(per_image[im["id"]], label_of) for im in self._images]
 
   @staticmethod
   def _arrays(anns, label_of):
     xywh = np.asarray([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
     return dict(boxes=np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
-                labels=np.asarray([label_of.get(a["category_id"], -1) for a in anns], np.int64),
+                labels=np.asarray([label_of[a["category_id"]] for a in anns], np.int64),
                 ignore=np.asarray([bool(a.get("iscrowd", 0)) for a in anns], bool),
                 area=np.asarray([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns],
                                 np.float64))
+
+  def max_boxes_per_image(self):
+    counts = [int(np.sum(~a["ignore"])) for a in self._annotations]   # crowd boxes aside
+    if not counts:
+      return 0, None
+    most = int(np.argmax(counts))
+    return counts[most], f"{self.describe(most)} (image id {self._images[most]['id']})"
+
+  def path(self, index):
+    return os.path.join(self.image_root, self._images[index]["file_name"])
+
+  def describe(self, index):
+    return self.path(index)
 
   def __len__(self):
     return len(self._images)
 
   def encoded_image(self, index):
-    return read_file(os.path.join(self.image_root, self._images[index]["file_name"]))
+    return read_file(self.path(index))
 
   def annotations(self, index):
     image = self._images[index]
@@ -304,6 +443,10 @@ class ConcatSource(Source):
 
   def __len__(self):
     return int(self._offsets[-1])
+
+  def max_boxes_per_image(self):
+    known = [s.max_boxes_per_image() for s in self.sources]
+    return None if None in known else max(known, key=lambda k: k[0])
 
   def _locate(self, index):
     part = int(np.searchsorted(self._offsets, index, side="right") - 1)

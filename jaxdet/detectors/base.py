@@ -67,6 +67,13 @@ class Detector(abc.ABC):
     family may label them otherwise (YOLO9000: tree nodes), named by :meth:`display_names`."""
     return self.decode(outputs, image_size)
 
+  def prior_shapes(self, image_size):
+    """``[K, 2]`` (width, height) in input pixels of the anchors / default boxes / priors that
+    truths are matched to at ``image_size`` (a start-up check compares them with the data's
+    boxes); None for a family without any (YOLOv1)."""
+    del image_size
+    return None
+
   def display_names(self, class_names):
     """Names of :meth:`display_decode`'s classes, given the dataset's ``class_names``."""
     return tuple(class_names)

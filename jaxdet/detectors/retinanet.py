@@ -102,6 +102,9 @@ class RetinaNet(base.Detector):
         tuple(image_size), self.config.min_level, self.config.max_level, a.size, a.num_scales,
         tuple(a.aspect_ratios))
 
+  def prior_shapes(self, image_size):
+    return anchor_lib.box_shapes(self.anchors(tuple(image_size)).boxes)
+
   def assign(self, anchors, batch):
     """Per-anchor targets: focal-loss labels, box deltas, and the positive / valid masks."""
     m = self.config.matcher

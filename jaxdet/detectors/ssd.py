@@ -142,6 +142,9 @@ class SSD(base.Detector):
         d.first_scale if d.first_scale > 0 else None, d.clip, tuple(d.min_sizes),
         tuple(d.max_sizes), tuple(d.steps))
 
+  def prior_shapes(self, image_size):
+    return anchor_lib.box_shapes(self.default_boxes(tuple(image_size)).boxes)
+
   def assign(self, default_boxes, batch):
     """Per-box targets: class index (0 = background), encoded offsets, positive mask."""
     match = matching.ssd_match(default_boxes, batch["boxes"], batch["mask"],

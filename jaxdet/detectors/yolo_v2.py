@@ -50,6 +50,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
@@ -135,6 +136,9 @@ class YOLOv2(base.Detector):
       raise ValueError(f"YOLOv2 input {image_size} must be multiples of {STRIDE}")
     return anchor_lib.yolo_grid(image_size, [(height // STRIDE, width // STRIDE)],
                                 [self.priors_cells * STRIDE])
+
+  def prior_shapes(self, image_size):
+    return np.unique(self.grid(tuple(image_size)).prior_wh, axis=0)
 
   def class_loss(self, outputs, targets):
     """``[B, N]`` softmax cross-entropy of the assigned class at positive slots."""

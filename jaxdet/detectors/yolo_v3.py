@@ -33,6 +33,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
@@ -152,6 +153,9 @@ class YOLOv3(base.Detector):
     """The :class:`jaxdet.ops.anchors.YoloGrid` of inputs of ``image_size`` (cached)."""
     return anchor_lib.yolo_grid(tuple(image_size), feature_sizes(tuple(image_size)),
                                 self.priors_per_level)
+
+  def prior_shapes(self, image_size):
+    return np.unique(self.grid(tuple(image_size)).prior_wh, axis=0)
 
   def loss(self, outputs, batch):
     """Sec. 2.1-2.2 with darknet's yolo layer:

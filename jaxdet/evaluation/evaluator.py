@@ -7,6 +7,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from jaxdet import distributed
+from jaxdet import errors
 from jaxdet.data import pipeline
 from jaxdet.data import sources
 from jaxdet.evaluation import coco
@@ -19,18 +20,47 @@ CLASSIFICATION_METRICS = {"top1": 1, "top5": 5}          # name -> k of top-k ac
 METRICS = DETECTION_METRICS + tuple(CLASSIFICATION_METRICS)
 
 
-def ground_truths(source, issues):
+def ground_truths(source, issues, unreadable=None):
   """``{image_id: annotations}`` in original pixels (see jaxdet.data.sources); records whose
-  image header is unreadable are counted and left out."""
+  image header is unreadable are counted and left out (their descriptions appended to
+  ``unreadable``)."""
   gts = {}
   for i in range(len(source)):
     try:
       gt = source.annotations(i)
     except sources.CorruptImageError as e:
-      issues.add("corrupt_image", 1, str(e))
+      issues.add("corrupt_image", 1, str(e), e.item)
+      if unreadable is not None:
+        unreadable.append(source.describe(i))
       continue
-    gts[gt["image_id"]] = gt
+    gts[gt["image_id"]] = dict(gt, index=i)
   return gts
+
+
+class MissingImagesError(errors.ReportedError, ValueError):
+  """Evaluation images that cannot be read: scoring the rest would change AP silently."""
+
+
+def left_out(source, gts, detections, unreadable):
+  """``(descriptions of the images without detections because they could not be read, number of
+  their ground-truth boxes)``."""
+  lost = [gt for image_id, gt in gts.items() if image_id not in detections]
+  return (unreadable + [source.describe(gt["index"]) for gt in lost],
+          sum(int(np.sum(~np.asarray(gt["ignore"], bool))) for gt in lost))
+
+
+def check_left_out(names, boxes, total, allow):
+  """The report's warning line about images left out ("" when none); an error unless
+  ``allow``."""
+  if not names:
+    return ""
+  what = (f"{len(names)} of {total} evaluation images ({boxes} ground-truth boxes) could not be "
+          f"read: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+  if not allow:
+    raise MissingImagesError(f"{what}. Restore them, or score the other images with "
+                             "--config.eval.allow_missing_images=true (evaluate.py: "
+                             "--allow_missing_images).")
+  return f"WARNING: NOT THE FULL EVALUATION SET: {what}; they are left out of every number below."
 
 
 def to_original_pixels(boxes, scale, height, width):
@@ -162,7 +192,10 @@ def score(detections, gts, source, metrics, class_groups=None):
 
 
 def evaluate(detector, variables, source, config, mesh, issues):
-  """Detects over ``source`` and scores; images that cannot be decoded leave the evaluation.
+  """Detects over ``source`` and scores. Images that cannot be read are a
+  :class:`MissingImagesError` listing them, unless ``config.eval.allow_missing_images``: then
+  the others are scored and the report says, first and last, how many images and boxes were
+  left out (also ``images_left_out`` and ``boxes_left_out`` in the results).
 
   Each host detects its share of the images; all detections are gathered (to every host) and
   process 0 scores them once.
@@ -172,10 +205,17 @@ def evaluate(detector, variables, source, config, mesh, issues):
   stacked = detect_all(detector, variables, source, config, mesh, issues)
   results, report = {}, ""
   if jax.process_index() == 0:
-    gts = ground_truths(source, issues)
+    unreadable = []
+    gts = ground_truths(source, issues, unreadable)
     detections = to_detections(stacked, gts)
+    names, boxes = left_out(source, gts, detections, unreadable)
+    warning = check_left_out(names, boxes, len(source),
+                             config.eval.get("allow_missing_images", False))
     gts = {image_id: gts[image_id] for image_id in detections}
     groups = config.eval.get("class_groups")    # absent from configs saved before it existed
     results, report = score(detections, gts, source, tuple(config.eval.metrics),
                             groups.to_dict() if groups else {})
+    if names:
+      results.update({"images_left_out": len(names), "boxes_left_out": boxes})
+      report = f"{warning}\n{report}\n{warning}"
   return distributed.broadcast_json(results), report

@@ -10,6 +10,12 @@ import dataclasses
 import numpy as np
 
 
+def box_shapes(boxes):
+  """The distinct (width, height) of ``[N, 4]`` (x1, y1, x2, y2) boxes."""
+  boxes = np.asarray(boxes, np.float64)
+  return np.unique(np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], -1), axis=0)
+
+
 @dataclasses.dataclass(frozen=True)
 class AnchorGrid:
   """Anchors for one network input size."""

@@ -6,14 +6,19 @@ and ``config`` (the run's full config as JSON, so evaluate/predict need only the
 Orbax writes to a temporary directory and renames it when complete, so a run killed mid-save
 (even ``kill -9``) resumes from the last complete checkpoint.
 """
+import logging
 import os
 
+from etils import epath
 import flax
 from flax import traverse_util
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxdet import errors
 
 
 def checkpoint_dir(workdir):
@@ -29,7 +34,10 @@ def manager(workdir, keep=3, async_save=True):
                                item_names=("state", "data", "config"))
 
 
-def save(mngr, state, examples_seen, class_names, config):
+def save(mngr, workdir, state, examples_seen, class_names, config):
+  """Starts saving ``state`` asynchronously, once the previous save has finished (its failure
+  is a :class:`CheckpointSaveError`)."""
+  raise_if_save_failed(mngr, workdir, wait=True)
   step = int(jax.device_get(state.step))
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
@@ -50,6 +58,123 @@ def restore(mngr, target_state, step=None):
   return state, int(restored["data"]["examples_seen"])
 
 
+class CheckpointSaveError(errors.ReportedError, RuntimeError):
+  """An asynchronous checkpoint save failed (disk full, I/O error)."""
+
+
+class DamagedCheckpointError(errors.ReportedError, ValueError):
+  """A checkpoint that cannot be read (truncated, partly deleted)."""
+
+
+class IncompatibleCheckpointError(errors.ReportedError, ValueError):
+  """A checkpoint whose arrays do not fit the model (a changed model, not a damaged file)."""
+
+
+def short_error(error, limit=300):
+  """The first line of ``error``'s message without TensorStore's spec dump, at most ``limit``
+  characters."""
+  text = str(error).split("\n")[0].split(" [tensorstore_spec=")[0]
+  return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def committed_steps(workdir):
+  """The steps whose checkpoints were committed (Orbax renames a finished one to its step)."""
+  directory = epath.Path(checkpoint_dir(workdir))
+  if not directory.exists():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def raise_if_save_failed(mngr, workdir, wait=False):
+  """:class:`CheckpointSaveError` if a finished asynchronous save failed (``wait``: first wait
+  for the one in progress). Orbax keeps the error until asked, so without this a run trains on
+  for a whole checkpoint interval unsaved."""
+  try:
+    mngr.check_for_errors()                # the write threads' errors
+    if wait or not mngr.is_saving_in_progress():
+      mngr.wait_until_finished()           # raises the commit's error
+  except Exception as e:  # whatever the file system raised
+    steps = committed_steps(workdir)
+    raise CheckpointSaveError(
+        f"saving a checkpoint in {checkpoint_dir(workdir)} failed ({short_error(e)}); training "
+        f"stopped. Last committed step: {steps[-1] if steps else 'none'}; free space or fix the "
+        "file system, then rerun the same command to resume from it.") from e
+
+
+def all_hosts_agree(ok):
+  """Whether ``ok`` holds on every process (a checkpoint one host cannot read is damaged)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(multihost_utils.process_allgather(np.asarray(ok)).all())
+
+
+def set_aside(workdir, step):
+  """Renames checkpoint ``step`` to ``<step>.corrupt`` (``.corrupt.1``, ... if taken): out of
+  Orbax's sight (not a step number) and never deleted. Returns the new path."""
+  directory = epath.Path(checkpoint_dir(workdir))
+  target, n = directory / f"{step}.corrupt", 0
+  while target.exists():
+    n += 1
+    target = directory / f"{step}.corrupt.{n}"
+  if jax.process_index() == 0:
+    (directory / str(step)).rename(target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"jaxdet: set aside checkpoint {step}")
+  return target
+
+
+def shape_mismatches(mngr, step, target_state):
+  """Paths whose saved shape differs from ``target_state``'s (None if the metadata is
+  unreadable)."""
+  try:
+    saved = traverse_util.flatten_dict(dict(mngr.item_metadata(step)["state"]), sep="/")
+  except Exception:  # pylint: disable=broad-except
+    return None
+  wanted = traverse_util.flatten_dict(flax.serialization.to_state_dict(target_state), sep="/")
+  return sorted(p for p in set(saved) | set(wanted)
+                if p not in saved or p not in wanted
+                or tuple(getattr(saved[p], "shape", ())) != tuple(np.shape(wanted[p])))
+
+
+def saved_config(mngr, step):
+  """The config dict stored with checkpoint ``step``."""
+  return mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+def restore_latest_intact(mngr, target_state, workdir, check_config=lambda saved: None):
+  """``(state, examples_seen, step)`` of the newest checkpoint that restores, or None if there
+  is none. ``check_config(saved config dict)`` runs first on each (it may refuse by raising).
+  A checkpoint that cannot be read (truncated, partly deleted) is logged, set aside as
+  ``<step>.corrupt`` and the next older one tried, so an auto-requeued job makes progress;
+  one whose arrays do not fit the model is an :class:`IncompatibleCheckpointError`."""
+  log = logging.getLogger("jaxdet")
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      config, error = saved_config(mngr, step), None
+    except Exception as e:  # pylint: disable=broad-except
+      config, error = None, e
+    if all_hosts_agree(error is None):
+      check_config(config)
+      try:
+        state, examples_seen = restore(mngr, target_state, step)
+      except Exception as e:  # pylint: disable=broad-except
+        error = e
+      if all_hosts_agree(error is None):
+        return state, examples_seen, step
+      mismatched = shape_mismatches(mngr, step, target_state)
+      if mismatched:
+        raise IncompatibleCheckpointError(
+            f"checkpoint step {step} in {checkpoint_dir(workdir)} holds arrays of other shapes "
+            f"than this model's ({listed(mismatched)}): a changed model needs a new workdir "
+            "(--config.train.init_from=<this workdir> starts it from these weights)") from error
+    aside = set_aside(workdir, step)
+    log.warning("checkpoint step %d in %s is damaged (%s); moved aside to %s, trying the "
+                "previous one", step, checkpoint_dir(workdir),
+                short_error(error) if error else "unreadable on another host", aside)
+    mngr.reload()
+  return None
+
+
 def read_only(workdir, step=None):
   """``(manager, step)`` for reading checkpoint ``step`` (default: latest) of a workdir."""
   # create/save_interval_steps as read_only forces them (Orbax otherwise warns that it does).
@@ -58,10 +183,13 @@ def read_only(workdir, step=None):
       checkpoint_dir(workdir), options=options,
       item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                      "data": ocp.JsonCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  steps = mngr.all_steps()
+  if not steps:
     raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}; train first")
-  return mngr, step
+  if step is not None and step not in steps:
+    raise FileNotFoundError(f"no checkpoint step {step} in {checkpoint_dir(workdir)}; its steps: "
+                            f"{sorted(steps)}")
+  return mngr, max(steps) if step is None else step
 
 
 def saved_run(workdir, step=None):

@@ -7,24 +7,30 @@ import time
 from etils import epath
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import numpy as np
 
+from jaxdet import config as config_lib
 from jaxdet import detectors
 from jaxdet import distributed
+from jaxdet import errors
+from jaxdet.data import anchor_kmeans
 from jaxdet.data import augment
 from jaxdet.data import pipeline
 from jaxdet.data import sanitize
 from jaxdet.data import sources
 from jaxdet.evaluation import evaluator
 from jaxdet.train import checkpoint
+from jaxdet.train import resume
 from jaxdet.train import sharding
 from jaxdet.train import state as state_lib
+from jaxdet.train import workdir_lock
 
 
 log = logging.getLogger("jaxdet")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.ReportedError, FloatingPointError):
   """Training produced a NaN or inf loss."""
 
 
@@ -53,21 +59,32 @@ class StopRequest:
                     "(again to abort at once)", signum)
 
 
+class SummaryWriteError(errors.ReportedError, OSError):
+  """TensorBoard events could not be written (e.g. the disk is full)."""
+
+
 class MetricWriter:
   """TensorBoard scalars under the workdir."""
 
   def __init__(self, logdir):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    self._tf = tf
+    self._tf, self._logdir = tf, logdir
     self._writer = tf.summary.create_file_writer(logdir) if jax.process_index() == 0 else None
 
   def write(self, step, scalars):
     if self._writer is None:
       return
-    with self._writer.as_default():
-      for name, value in scalars.items():
-        self._tf.summary.scalar(name, value, step=step)
-    self._writer.flush()
+    try:
+      with self._writer.as_default():
+        for name, value in scalars.items():
+          self._tf.summary.scalar(name, value, step=step)
+      self._writer.flush()
+    except self._tf.errors.OpError as e:
+      steps = checkpoint.committed_steps(self._logdir)
+      raise SummaryWriteError(
+          f"writing TensorBoard events in {self._logdir} failed at step {step} "
+          f"({checkpoint.short_error(e)}); training stopped. Last committed checkpoint step: "
+          f"{steps[-1] if steps else 'none'}; rerun the same command to resume from it.") from e
 
 
 def format_duration(seconds):
@@ -128,10 +145,77 @@ def load_sources(config):
   if labelled_by is None:
     raise ValueError("no training data: set config.data.train and/or config.data.classification")
   if labelled_by.num_classes != config.model.num_classes:
-    raise ValueError(f"config.model.num_classes = {config.model.num_classes} but dataset "
-                     f"{labelled_by.name} has {labelled_by.num_classes} classes; set "
-                     f"--config.model.num_classes={labelled_by.num_classes}")
+    raise errors.InvalidSetupError(
+        f"config.model.num_classes = {config.model.num_classes} but dataset "
+        f"{labelled_by.name} has {labelled_by.num_classes} classes; set "
+        f"--config.model.num_classes={labelled_by.num_classes}")
   return train, classification
+
+
+def check_box_budget(source, max_boxes):
+  """Refuses a training set with an image of more boxes than ``data.max_boxes``: the extra
+  ones would be dropped and their objects trained on as background. Sources whose annotations
+  are not in memory (TFDS) are checked as they are read (``boxes_truncated``)."""
+  most = source.max_boxes_per_image() if source is not None else None
+  if most is not None and most[0] > max_boxes:
+    raise errors.InvalidSetupError(
+        f"{most[1]} in {source.name} has {most[0]} boxes, more than config.data.max_boxes = "
+        f"{max_boxes} (the extra boxes would be dropped and trained on as background): set "
+        f"--config.data.max_boxes={most[0]}")
+
+
+UNMATCHABLE_IOU = 0.1     # a box this far from every prior's shape is ~3x off in size
+
+
+def check_box_shapes(source, detector, config):
+  """Logs the training boxes' sizes at the input against the priors' (anchors, default boxes)
+  and refuses a set whose boxes mostly fit no prior's shape (IoU below 0.1 with every one,
+  centred: ~3x too small or too large), a configuration error such as anchors sized for 1024
+  pixels on 128-pixel inputs. Only where the annotations are in memory (COCO-json)."""
+  size = tuple(config.data.image_size)
+  priors = detector.prior_shapes(size)
+  if priors is None or source is None or source.max_boxes_per_image() is None:
+    return
+  wh = anchor_kmeans.input_box_sizes(source, size, config.data.keep_aspect_ratio)
+  if not len(wh):
+    return
+  best = anchor_kmeans.corner_iou(wh, priors).max(axis=1)
+  side, prior_side = np.sqrt(np.prod(wh, -1)), np.sqrt(np.prod(priors, -1))
+  report = (f"training boxes at the {size[0]}x{size[1]} input: sides {side.min():.3g}-"
+            f"{side.max():.3g} px (median {np.median(side):.3g}); {config.model.family}'s priors "
+            f"{prior_side.min():.3g}-{prior_side.max():.3g} px; {np.mean(best >= 0.5):.0%} of the "
+            "boxes fit a prior's shape with IoU >= 0.5")
+  log.info("%s", report)
+  if np.mean(best < UNMATCHABLE_IOU) > 0.5:
+    raise errors.InvalidSetupError(
+        f"{report}, and {np.mean(best < UNMATCHABLE_IOU):.0%} fit none with IoU >= "
+        f"{UNMATCHABLE_IOU}: the priors do not suit these boxes (anchor sizes or input size); "
+        "scripts/kmeans_anchors.py finds priors for this data")
+
+
+def check_input_sizes(detector, config):
+  """Refuses input sizes the network cannot take (e.g. not a multiple of its largest stride,
+  which would otherwise fail deep inside the model), suggesting the nearest that fit."""
+  sizes = {tuple(config.data.image_size)} | {(s, s) for s in config.data.multi_scale_sizes}
+  for size in sorted(sizes):
+    if fits(detector, size):
+      continue
+    hint = next((f"; multiples of {m} fit, e.g. {rounded}" for m in (8, 16, 32, 64, 128, 256)
+                 for rounded in [tuple(-(-v // m) * m for v in size)] if fits(detector, rounded)),
+                "")
+    raise errors.InvalidSetupError(
+        f"input size {size} (config.data.image_size / multi_scale_sizes) does not fit the "
+        f"{config.model.family} network{hint}")
+
+
+def fits(detector, size):
+  """Whether the network traces at input ``size`` (shapes only, nothing computed)."""
+  try:
+    jax.eval_shape(lambda: detector.decode(detector.apply(
+        detector.init(jax.random.PRNGKey(0), size), jnp.zeros((1, *size, 3)))[0], size))
+    return True
+  except (TypeError, ValueError):
+    return False
 
 
 def describe_sources(train, classification):
@@ -160,20 +244,61 @@ def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
 
 def train(config, workdir, devices=None):
   """Trains ``config`` in ``workdir`` on ``devices`` (default: every device of every host),
-  resuming from its latest checkpoint.
+  resuming from its latest intact checkpoint. One run per workdir (a lock file).
 
   Returns ``(detector, state, mesh, issues, writer, finished)``; ``finished`` is False when a
   signal stopped the run before ``total_steps`` (a checkpoint was written).
   """
-  # -------------------------------------------------------------------- Set up mesh and model.
+  config_lib.validate(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  with workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+    return train_locked(config, workdir, devices)
+
+
+def restore_or_initialize(config, workdir, mngr, state, detector):
+  """``(state, examples_seen)``: from the workdir's newest intact checkpoint (refusing a changed
+  config), else from ``config.train.init_from``, else fresh."""
+  frozen = detector.frozen_parameters(state.params)
+  saved = {}
+
+  def check_config(saved_config):
+    saved.update(saved_config)
+    resume.check_config(saved_config, config, workdir)
+
+  restored = checkpoint.restore_latest_intact(mngr, state, workdir, check_config)
+  if restored is not None:
+    state, examples_seen, step = restored
+    log.info("resumed from %s at step %d (%d examples seen)", checkpoint.checkpoint_dir(workdir),
+             step, examples_seen)
+    resume.log_schedule_change(saved, config, step)
+    return state, examples_seen
+  if config.train.init_from:
+    state, report = checkpoint.initialize_from(state, config.train.init_from, required=frozen)
+    log.info("%s", report)
+  elif frozen is not None:
+    raise ValueError(
+        "this model keeps part of its backbone as it starts (frozen layers or frozen batch "
+        "norm), which only makes sense from pretrained weights: set --config.train.init_from="
+        "<workdir of the backbone's ImageNet run, e.g. experiments/retinanet.py:"
+        "resnet50_imagenet or experiments/ssd.py:vgg16_imagenet>, or unfreeze it to train from "
+        "scratch (the experiment's docstring says how)")
+  return state, 0
+
+
+def train_locked(config, workdir, devices):
+  """:func:`train` once the workdir's lock is held."""
+  # -------------------------------------------------------------------- Set up mesh and model.
   mesh = sharding.make_mesh(devices)
   batch_size = config.train.batch_size
   if batch_size % mesh.size or config.eval.batch_size % mesh.size:
-    raise ValueError(f"train batch {batch_size} and eval batch {config.eval.batch_size} must be "
-                     f"multiples of the {mesh.size} devices")
+    raise errors.InvalidSetupError(f"train batch {batch_size} and eval batch "
+                                   f"{config.eval.batch_size} must be multiples of the "
+                                   f"{mesh.size} devices")
   detector = detectors.build(config.model)
+  check_input_sizes(detector, config)
   dataset_source, classification_source = load_sources(config)
+  check_box_budget(dataset_source, config.data.max_boxes)
+  check_box_shapes(dataset_source, detector, config)
   class_names = (dataset_source or classification_source).class_names   # the dataset's own
   train_source, classification_source = detector.training_sources(dataset_source,
                                                                   classification_source)
@@ -185,22 +310,11 @@ def train(config, workdir, devices=None):
 
   # ------------------------------------------------------------------- Restore checkpoint.
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
-  frozen = detector.frozen_parameters(state.params)
-  examples_seen = 0
-  if mngr.latest_step() is not None:
-    state, examples_seen = checkpoint.restore(mngr, state)
-    log.info("resumed from %s at step %d (%d examples seen)", checkpoint.checkpoint_dir(workdir),
-             int(state.step), examples_seen)
-  elif config.train.init_from:
-    state, report = checkpoint.initialize_from(state, config.train.init_from, required=frozen)
-    log.info("%s", report)
-  elif frozen is not None:
-    raise ValueError(
-        "this model keeps part of its backbone as it starts (frozen layers or frozen batch "
-        "norm), which only makes sense from pretrained weights: set --config.train.init_from="
-        "<workdir of the backbone's ImageNet run, e.g. experiments/retinanet.py:"
-        "resnet50_imagenet or experiments/ssd.py:vgg16_imagenet>, or unfreeze it to train from "
-        "scratch (the experiment's docstring says how)")
+  try:
+    state, examples_seen = restore_or_initialize(config, workdir, mngr, state, detector)
+  except BaseException:
+    mngr.close()
+    raise
   last_checkpoint = int(state.step)
 
   # ------------------------------------------------------------------------------- Train.
@@ -216,7 +330,7 @@ def train(config, workdir, devices=None):
   total = config.train.total_steps
   step = int(state.step)
   pending, interval_start, interval_step = [], time.time(), step
-  stopped, sizes_seen = False, set()
+  stopped, sizes_seen, failing = False, set(), False
   with StopRequest() as stop, distributed.Watchdog(config.train.hang_timeout_s) as watchdog:
     try:
       while step < total and not stopped:
@@ -230,6 +344,7 @@ def train(config, workdir, devices=None):
         stopped = agreed_stop(stop.requested, step % config.train.log_every == 0)
         save_now = step % config.train.checkpoint_every == 0 or step == total or stopped
         if step % config.train.log_every == 0 or save_now:
+          checkpoint.raise_if_save_failed(mngr, workdir)    # the previous save's outcome
           # Steps run asynchronously: fetching the metrics waits for all pending ones.
           watchdog.arm(f"finishing steps {step - len(pending) + 1}-{step}", steps=len(pending))
           check_finite(pending, step - len(pending), last_checkpoint)
@@ -244,24 +359,41 @@ def train(config, workdir, devices=None):
                               **{f"data_issues/{k}": v for k, v in issues.snapshot().items()}})
           pending, interval_start, interval_step = [], now, step
         if save_now:
-          checkpoint.save(mngr, state, examples_seen, class_names, config)
+          checkpoint.save(mngr, workdir, state, examples_seen, class_names, config)
           last_checkpoint = step
         if config.train.eval_every and step % config.train.eval_every == 0 and step < total:
           watchdog.disarm()  # evaluation's length depends on the eval set, not on a step
           run_evaluation(detector, state, config, mesh, issues, writer, workdir)
+    except BaseException:
+      failing = True
+      raise
     finally:  # also on errors: the last good checkpoint is finished, not left half-written
-      mngr.wait_until_finished()
-      mngr.close()
+      finish_saving(mngr, workdir, raise_errors=not failing)
   log.info("data issues (repaired or skipped): %s", issues.snapshot())
   if step < total:
     log.info("stopped at step %d; rerun the same command to resume", step)
   return detector, state, mesh, issues, writer, step >= total
 
 
+def finish_saving(mngr, workdir, raise_errors):
+  """Waits for the last save and closes the manager. A save that failed after the last check
+  is a :class:`checkpoint.CheckpointSaveError`, or, while another error is on its way out
+  (``raise_errors`` False), a logged warning."""
+  try:
+    checkpoint.raise_if_save_failed(mngr, workdir, wait=True)
+    mngr.close()
+  except Exception as e:  # pylint: disable=broad-except
+    if raise_errors:
+      raise
+    log.warning("also: %s", e)
+
+
 def train_and_evaluate(config, workdir, devices=None):
   """Trains (resuming if possible), then evaluates on ``config.data.eval`` and prints the table.
-  Returns the evaluation metrics (``{}`` when stopped early)."""
+  Returns the evaluation metrics, or None when a signal stopped it early (a checkpoint was
+  committed; the final evaluation is skipped so that the process ends within the scheduler's
+  grace period)."""
   detector, state, mesh, issues, writer, finished = train(config, workdir, devices)
   if not finished:
-    return {}
+    return None
   return run_evaluation(detector, state, config, mesh, issues, writer, workdir)

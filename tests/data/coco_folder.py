@@ -33,13 +33,11 @@ ANNOTATIONS = [
     (10, 1, 5, [8, 4, 20, 16], 0),           # -> (8, 4, 28, 20), label 1
     (11, 1, 9, [40, 20, 16, 20], 0),         # -> (40, 20, 56, 40), label 2
     (12, 1, 1, [0, 0, 10, 10], 1),           # crowd: dropped silently
-    (13, 1, 7, [30, 30, 4, 4], 0),           # unknown category 7 -> label -1 -> dropped, counted
     (20, 2, 1, [5.5, 10.25, 20, 30], 0),     # -> (5.5, 10.25, 25.5, 40.25), label 0
     (40, 4, 9, [40, 30, 20, 20], 0),         # -> (40, 30, 60, 50): clipped to (40, 30, 50, 40)
     (41, 4, 1, [2, 2, 12, 8], 0),            # -> (2, 2, 14, 10), label 0
     (50, 5, 1, [1, 1, 5, 5], 0),
     (70, 7, 5, [3, 3, 10, 10], 0),
-    (90, 99, 1, [1, 1, 5, 5], 0),            # an image that is not listed: ignored
 ]
 
 # Hand-converted ground truth of the good images as the pipeline must train on it (after

@@ -63,8 +63,8 @@ def test_classification_spec_errors(tmp_path):
 def test_relabeled_source_maps_labels_and_image_labels(detection_source, class_dir):
   relabeled = sources.RelabeledSource(detection_source, [2, 0, 1], ("x", "y", "z"))
   assert relabeled.class_names == ("x", "y", "z")
-  # Image 1 has labels 1, 2, 0 (crowd) and an unknown category (-1), which stays out of range.
-  np.testing.assert_array_equal(relabeled.annotations(0)["labels"], [0, 1, 2, -1])
+  # Image 1 has labels 1, 2 and 0 (crowd).
+  np.testing.assert_array_equal(relabeled.annotations(0)["labels"], [0, 1, 2])
   folder = sources.RelabeledSource(sources.ImageFolderSource(str(class_dir)), [2, 0], "xyz")
   assert [folder[i]["image_label"] for i in range(3)] == [2, 2, 0]
   with pytest.raises(ValueError, match="2 entries for its 3 classes"):

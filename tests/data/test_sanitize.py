@@ -153,3 +153,20 @@ def test_data_issues_thread_safe():
   for t in threads:
     t.join()
   assert issues.snapshot()["box_clipped"] == 16000
+
+
+def test_issues_are_counted_once_per_file_and_each_bad_file_logged(caplog):
+  issues = sanitize.DataIssues()
+  with caplog.at_level("WARNING"):
+    for _ in range(3):                         # three epochs read the same two bad files
+      issues.add("corrupt_image", 1, "cannot decode a.png", "a.png")
+      issues.add("corrupt_image", 1, "cannot read b.png", "b.png")
+      issues.add("box_clipped", 2, "image 7", "image 7")
+  expected = zero_counts()
+  expected.update(corrupt_image=2, box_clipped=2)
+  assert issues.snapshot() == expected
+  assert issues.items("corrupt_image") == ["a.png", "b.png"]
+  assert caplog.text.count("cannot decode a.png") == 1 and caplog.text.count("b.png") == 1
+  for i in range(sanitize.WARNINGS_PER_KIND + 3):   # every bad file is named, not just a few
+    issues.add("corrupt_image", 1, f"cannot decode file{i}.png", f"file{i}.png")
+  assert f"file{sanitize.WARNINGS_PER_KIND + 2}.png" in caplog.text

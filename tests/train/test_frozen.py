@@ -84,7 +84,8 @@ def test_a_frozen_run_starts_from_pretrained_weights_and_resumes(scenes_dir, tmp
   def frozen_run(total_steps, init_from):
     config = frozen_config(scenes_dir)
     config.unlock()
-    config.train.update(total_steps=total_steps, checkpoint_every=1, init_from=init_from)
+    config.train.update(total_steps=total_steps, checkpoint_every=1, init_from=init_from,
+                        allow_config_change="train.total_steps")   # the resume trains longer
     return loop.train(config, workdir)
 
   detector, state, *_ = frozen_run(2, pretrained)

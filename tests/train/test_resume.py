@@ -46,6 +46,14 @@ def wait_for(predicate, process, timeout=240):
     time.sleep(0.05)
 
 
+def resuming_config(config):
+  """``config`` allowed to resume the 10,000-step subprocess runs (same schedule, see
+  :func:`long_run_past_checkpoint`): only ``total_steps`` differs."""
+  resuming = config.copy_and_resolve_references()
+  resuming.train.allow_config_change = "train.total_steps"
+  return resuming
+
+
 def assert_same_state(a, b):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.params), jax.device_get(b.params))
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(a.opt_state),
@@ -67,7 +75,7 @@ def test_kill_9_then_resume_is_exact(scenes_dir, tmp_path, uninterrupted):
   process = long_run_past_checkpoint(scenes_dir, workdir, 4)
   process.send_signal(signal.SIGKILL)
   process.wait()
-  _, resumed, *_ = loop.train(config, workdir)
+  _, resumed, *_ = loop.train(resuming_config(config), workdir)
   assert int(resumed.step) == TOTAL
   assert_same_state(reference, resumed)
 
@@ -84,5 +92,5 @@ def test_ctrl_c_saves_and_resume_is_exact(scenes_dir, tmp_path, uninterrupted):
   step = int(stopped[0].split("stopped at step ")[1].split(";")[0])
   assert 2 <= step < TOTAL
   assert os.path.isdir(os.path.join(checkpoint.checkpoint_dir(workdir), str(step)))
-  _, resumed, *_ = loop.train(config, workdir)
+  _, resumed, *_ = loop.train(resuming_config(config), workdir)
   assert_same_state(reference, resumed)
