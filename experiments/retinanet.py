@@ -48,6 +48,7 @@ def model_config(num_classes, backbone="resnet50"):
       backbone_norm="batch_norm",         # or "frozen_batch_norm" (ImageNet fine-tuning)
       freeze_at=0,                        # Detectron2's FREEZE_AT (models/resnet.py)
       dtype="float32",                    # compute dtype; params stay float32
+      backend="auto",                     # jaxdet.models.backend: by platform
       min_level=3, max_level=7,           # P3-P7
       p6_input="C5",                      # Sec. 4: P6 by a 3x3 stride-2 conv on C5
       fpn_width=256,

@@ -82,6 +82,7 @@ def model_config(num_classes, size=300):
       family="ssd",
       num_classes=num_classes,
       dtype="float32",
+      backend="auto",                     # jaxdet.models.backend: by platform
       base=dict(stage_widths=vgg.VGG16_WIDTHS, stage_depths=vgg.VGG16_DEPTHS,
                 fc_width=1024, fc6_dilation=6,       # atrous fc6 (Sec. 3 "Base network")
                 extras=vgg.SSD300_EXTRAS if size == 300 else vgg.SSD512_EXTRAS,

@@ -62,6 +62,7 @@ def model_config(num_classes, fast=False):
       family="yolo_v1",
       num_classes=num_classes,
       dtype="float32",
+      backend="auto",                     # jaxdet.models.backend: by platform
       grid_size=7,                                   # S
       boxes_per_cell=2,                              # B
       net=dict(stages=yolo_v1_net.FAST_YOLO_STAGES if fast else yolo_v1_net.YOLO_STAGES,

@@ -66,6 +66,7 @@ def model_config(num_classes, priors=VOC_PRIORS):
       family="yolo_v2",
       num_classes=num_classes,
       dtype="float32",
+      backend="auto",                     # jaxdet.models.backend: by platform
       backbone=dict(stages=darknet.DARKNET19_STAGES),
       head="yolov2",                          # or "darknet19" (cfg/yolo9000.cfg's)
       head_width=1024,                        # Sec. 3: three 3x3 convolutions of 1024 filters

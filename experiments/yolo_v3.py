@@ -47,6 +47,7 @@ def model_config(num_classes):
       family="yolo_v3",
       num_classes=num_classes,
       dtype="float32",
+      backend="auto",                     # jaxdet.models.backend: by platform
       backbone=dict(stem_width=darknet.DARKNET53_STEM,             # Table 1
                     stage_widths=darknet.DARKNET53_WIDTHS,
                     blocks=darknet.DARKNET53_BLOCKS),

@@ -123,7 +123,8 @@ def classifier_model(trunk, backbone, num_classes):
   """The ``classifier`` family (``jaxdet.detectors.classifier``) over ``trunk`` with the
   detector's ``backbone`` settings."""
   return ml_collections.ConfigDict(dict(family="classifier", trunk=trunk, num_classes=num_classes,
-                                        dtype="float32", backbone=backbone))
+                                        dtype="float32", backend="auto",
+                                        backbone=backbone))
 
 
 def classification_recipe(c, train, evaluate):

@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 from jaxdet import detectors  # noqa: E402
 from jaxdet import distributed  # noqa: E402
 from jaxdet import runtime  # noqa: E402
-from jaxdet.models import conv  # noqa: E402
 from jaxdet.ops import nms  # noqa: E402
 from jaxdet.ops import wordtree  # noqa: E402
 from jaxdet.train import sharding  # noqa: E402
@@ -59,8 +58,8 @@ _WORDTREE_NODES = flags.DEFINE_integer("wordtree_nodes", 9418, "Nodes of the wor
 _NMS_CANDIDATES = flags.DEFINE_integer("nms_candidates", 5000, "Candidates per image for NMS.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 _COMPARE_XLA_CONV = flags.DEFINE_bool(
-    "compare_xla_conv", False, "Also time train and inference with XLA's default convolutions "
-    "(jaxdet.models.conv.USE_CPU_FORMS off) in this invocation and print the ratios.")
+    "compare_xla_conv", False, "Also time train and inference with the xla backend (XLA's own "
+    "convolutions and pooling; jaxdet.models.backend) in this invocation and print the ratios.")
 _DISTRIBUTED = distributed.define_flags()
 
 
@@ -180,6 +179,7 @@ def benchmark():
   results = {"family": config.model.family,
              "backbone": backbone.to_dict() if hasattr(backbone, "to_dict") else backbone,
              "image_size": size, "batch_size": batch_size, "dtype": config.model.dtype,
+             "backend": detector.backend,
              "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
              "processes": jax.process_count(),
              "jax": jax.__version__, "host": platform.node(),
@@ -193,8 +193,8 @@ def benchmark():
       print(f"{name:>10}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
             f"{images / median:8.2f} images/s  (compile + first {first:.1f} s)", flush=True)
 
-  def time_model(suffix, state):
-    """Train step and inference; returns the trained state."""
+  def time_model(suffix, detector, state):
+    """Train step and inference of ``detector``; returns the trained state."""
     if "train" in _PARTS.value:
       step = state_lib.jit_train_step(detector, tx, schedule, config.train.ema_decay, mesh)
       holder = {"state": state}
@@ -211,11 +211,12 @@ def benchmark():
              time_calls(lambda: predict(variables, batch["image"]), _STEPS.value))
     return state
 
-  state = time_model("", state)
+  state = time_model("", detector, state)
   if _COMPARE_XLA_CONV.value:
-    conv.USE_CPU_FORMS = False
-    state = time_model("_xla_conv", state)
-    conv.USE_CPU_FORMS = True
+    xla_model = config.model.copy_and_resolve_references()
+    with xla_model.unlocked():
+      xla_model.backend = "xla"
+    state = time_model("_xla_conv", detectors.build(xla_model), state)
     for part in ("train", "inference"):
       if part in results:
         ratio = results[f"{part}_xla_conv"]["median_s"] / results[part]["median_s"]

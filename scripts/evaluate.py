@@ -67,8 +67,10 @@ def evaluate():
   from jaxdet.evaluation import evaluator  # pylint: disable=import-outside-toplevel
   source = evaluator.build_eval_source(config)
   issues = sanitize.DataIssues()
-  results, report = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
-                                       issues)
+  from jaxdet.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  predict = state_lib.predict_fn(detector, state.eval_variables(),
+                                 tuple(config.data.image_size), mesh)
+  results, report = evaluator.evaluate(predict, source, config, issues)
   if jax.process_index() == 0:
     print(f"step {int(state.step)} on {source.name}:\n{report}")
     print(json.dumps(results, indent=1))

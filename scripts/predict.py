@@ -57,11 +57,13 @@ def main(argv):
   from jaxdet.data import sources  # pylint: disable=import-outside-toplevel
   from jaxdet.evaluation import drawing  # pylint: disable=import-outside-toplevel
   from jaxdet.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+  from jaxdet.train import state as state_lib  # pylint: disable=import-outside-toplevel
   source = sources.FileListSource(paths, class_names)
   issues = sanitize.DataIssues()
   gts = evaluator.ground_truths(source, issues)
-  detections = evaluator.detect(detector, state.eval_variables(), source, gts, config, mesh,
-                                issues, display=True)
+  predict = state_lib.predict_fn(detector, state.eval_variables(),
+                                 tuple(config.data.image_size), mesh, display=True)
+  detections = evaluator.detect(predict, source, gts, config, issues)
   names = detector.display_names(class_names)
   output_dir = _OUTPUT_DIR.value or os.path.join(_WORKDIR.value, "predictions")
   os.makedirs(output_dir, exist_ok=True)

@@ -4,27 +4,42 @@ A family (one file in jaxdet/detectors/) builds a ``Detector`` from its config:
   * ``model``: a Flax module, ``model.apply(variables, images, train=...) -> outputs`` (a dict
     of arrays, float32);
   * ``loss(outputs, batch) -> (scalar, metrics)``: target assignment and the paper's loss, on the
-    padded batch of DESIGN.md (``image [B,H,W,3]``, ``boxes [B,M,4]``, ``labels [B,M]``,
+    padded batch of docs/design.md (``image [B,H,W,3]``, ``boxes [B,M,4]``, ``labels [B,M]``,
     ``mask [B,M]``), normalised over the *global* batch;
   * ``decode(outputs, image_size) -> Detections``: boxes in input pixels after NMS, static shape.
 """
 import abc
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from jaxdet.models import backend as backend_lib
 from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import losses
 from jaxdet.ops import nms
 from jaxdet.ops.nms import Detections  # noqa: F401  (re-exported: the decode() return type)
 
 
+class TrainingLabels(NamedTuple):
+  """The loss's label names, and for each training set the label of each of its classes (None:
+  its classes are the labels, unchanged)."""
+  names: tuple
+  detection: Optional[tuple] = None
+  classification: Optional[tuple] = None
+
+
 class Detector(abc.ABC):
   """Base class of the detector families."""
 
-  def __init__(self, model, num_classes):
+  def __init__(self, model, num_classes, backend="xla"):
     self.model = model
     self.num_classes = num_classes
+    self.backend = backend     # the model's (jaxdet.models.backend): the steps' compiler options
+
+  def compiler_options(self):
+    """``jax.jit``'s ``compiler_options`` for this model's train and predict steps."""
+    return backend_lib.compiler_options(self.backend)
 
   def init(self, rng, image_size):
     """Variables (``params`` and e.g. ``batch_stats``) for inputs of ``image_size = (h, w)``."""
@@ -45,14 +60,15 @@ class Detector(abc.ABC):
     del params
     return None
 
-  def training_sources(self, detection, classification):
-    """The training sources as the loss reads them: ``(detection, classification)``, labels in
-    ``[0, source.num_classes)``. Only families that train on classification images (YOLO9000)
-    accept a ``classification`` source; they may also rename labels (e.g. to tree nodes)."""
-    if classification is not None:
+  def training_labels(self, detection_classes, classification_classes):
+    """The labels the loss reads, given the class names of the detection and classification
+    training sets (None: no such set): a :class:`TrainingLabels`. Only families that train on
+    classification images (YOLO9000) accept them; a family may rename labels (YOLO9000: to tree
+    nodes), and the training loop relabels the sources accordingly."""
+    if classification_classes is not None:
       raise ValueError(f"{type(self).__name__} does not train on classification images; unset "
                        "config.data.classification")
-    return detection, None
+    return TrainingLabels(tuple(detection_classes))
 
   @abc.abstractmethod
   def loss(self, outputs, batch):
@@ -77,6 +93,12 @@ class Detector(abc.ABC):
   def display_names(self, class_names):
     """Names of :meth:`display_decode`'s classes, given the dataset's ``class_names``."""
     return tuple(class_names)
+
+
+def backend_of(config):
+  """The concrete backend of a model config (``model.backend``, "auto" when absent: configs
+  saved before it existed)."""
+  return backend_lib.resolve(config.get("backend", "auto"))
 
 
 def nested_tuples(value):

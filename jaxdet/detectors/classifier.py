@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.models import darknet
 from jaxdet.models import resnet
@@ -95,14 +96,16 @@ class Classifier(base.Detector):
     self.config = config
     name, make_trunk = TRUNKS[config.trunk](config.backbone, config.num_classes,
                                             jnp.dtype(config.dtype))
-    super().__init__(ClassifierModel(make_trunk=make_trunk, trunk_name=name), config.num_classes)
+    backend = base.backend_of(config)
+    super().__init__(ClassifierModel(make_trunk=functools.partial(make_trunk, backend=backend),
+                                     trunk_name=name), config.num_classes, backend)
 
-  def training_sources(self, detection, classification):
-    if detection is not None or classification is None:
+  def training_labels(self, detection_classes, classification_classes):
+    if detection_classes is not None or classification_classes is None:
       raise ValueError("a classifier trains on classification images only: set "
                        "config.data.train='' and config.data.classification (e.g. "
                        "'digit_crops:train', 'imagenet2012:train' or 'folder:DIR')")
-    return None, classification
+    return base.TrainingLabels(tuple(classification_classes))
 
   def loss(self, outputs, batch):
     """Mean over the global batch of ``-log softmax(logits)[image_label]``; the metrics add the
@@ -124,5 +127,6 @@ class Classifier(base.Detector):
                            valid=jnp.ones(scores.shape, jnp.bool_))
 
 
+@detectors.register("classifier")
 def build(config):
   return Classifier(config)

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.models import fpn as fpn_lib
 from jaxdet.models import layers
@@ -38,9 +39,10 @@ class RetinaNetHead(nn.Module):
   depth: int = 4
   prior_prob: float = 0.01
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   def _conv(self, features, name, bias_init=nn.initializers.zeros):
-    return layers.conv(features, 3, use_bias=True, dtype=self.dtype,
+    return layers.conv(features, 3, use_bias=True, dtype=self.dtype, backend=self.backend,
                        kernel_init=nn.initializers.normal(0.01), bias_init=bias_init, name=name)
 
   def _subnet(self, prefix, out_per_anchor, bias_init=nn.initializers.zeros):
@@ -77,17 +79,18 @@ class RetinaNet(base.Detector):
 
   def __init__(self, config):
     self.config = config
-    dtype = jnp.dtype(config.dtype)
+    dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
     anchors_per_cell = config.anchors.num_scales * len(config.anchors.aspect_ratios)
     model = RetinaNetModel(
         backbone=resnet.build_resnet(config.backbone, dtype, config.backbone_norm,
-                                     config.freeze_at),
+                                     config.freeze_at, backend=backend),
         fpn=fpn_lib.FPN(width=config.fpn_width, min_level=config.min_level,
-                        max_level=config.max_level, p6_input=config.p6_input, dtype=dtype),
+                        max_level=config.max_level, p6_input=config.p6_input, dtype=dtype,
+                        backend=backend),
         head=RetinaNetHead(num_classes=config.num_classes, anchors_per_cell=anchors_per_cell,
                            width=config.head_width, depth=config.head_depth,
-                           prior_prob=config.prior_prob, dtype=dtype))
-    super().__init__(model, config.num_classes)
+                           prior_prob=config.prior_prob, dtype=dtype, backend=backend))
+    super().__init__(model, config.num_classes, backend)
 
   def frozen_parameters(self, params):
     if self.config.backbone_norm == "batch_norm" and self.config.freeze_at == 0:
@@ -156,5 +159,6 @@ class RetinaNet(base.Detector):
     boxes, top_scores, classes = (jnp.concatenate(c, axis=1) for c in zip(*candidates))
     return base.nms_detections(boxes, top_scores, classes, image_size, cfg)
 
+@detectors.register("retinanet")
 def build(config):
   return RetinaNet(config)

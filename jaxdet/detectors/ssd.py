@@ -30,8 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.models import conv as conv_lib
+from jaxdet.models import layers
 from jaxdet.models import vgg
 from jaxdet.ops import anchors as anchor_lib
 from jaxdet.ops import boxes as box_ops
@@ -62,13 +64,14 @@ class SSDHead(nn.Module):
   num_classes: int                 # K, without the background
   boxes_per_cell: tuple            # default boxes per cell, per map
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   def _predict(self, x, boxes, index):
     """``[B, H*W*A, K + 1]`` class logits and ``[B, H*W*A, 4]`` offsets, in default-box order."""
     widths = (boxes * (self.num_classes + 1), boxes * 4)
     kernels, biases = zip(*(ConvWeights(width, name=f"{kind}_{index}")(x.shape[-1])
                             for kind, width in zip(("cls", "box"), widths)))
-    y = conv_lib.conv_general_dilated(
+    y = layers.CONV_OF_BACKEND[self.backend](
         x.astype(self.dtype), jnp.concatenate(kernels, axis=-1).astype(self.dtype), (1, 1),
         ((1, 1), (1, 1)), dimension_numbers=conv_lib.NHWC)
     y = (y + jnp.concatenate(biases).astype(self.dtype)).astype(jnp.float32)
@@ -108,16 +111,18 @@ class SSD(base.Detector):
 
   def __init__(self, config):
     self.config = config
-    dtype = jnp.dtype(config.dtype)
+    dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
     base_net = config.base
     features = vgg.SSDFeatures(
         stage_widths=tuple(base_net.stage_widths), stage_depths=tuple(base_net.stage_depths),
         fc_width=base_net.fc_width, fc6_dilation=base_net.fc6_dilation,
         extras=tuple(tuple(e) for e in base_net.extras), l2norm_scale=base_net.l2norm_scale,
-        batch_norm=base_net.batch_norm, freeze_at=base_net.freeze_at, dtype=dtype)
+        batch_norm=base_net.batch_norm, freeze_at=base_net.freeze_at, dtype=dtype,
+        backend=backend)
     head = SSDHead(num_classes=config.num_classes,
-                   boxes_per_cell=boxes_per_cell(config.default_boxes.aspect_ratios), dtype=dtype)
-    super().__init__(SSDModel(features=features, head=head), config.num_classes)
+                   boxes_per_cell=boxes_per_cell(config.default_boxes.aspect_ratios), dtype=dtype,
+                   backend=backend)
+    super().__init__(SSDModel(features=features, head=head), config.num_classes, backend)
 
   def frozen_parameters(self, params):
     if not self.config.base.freeze_at:
@@ -199,5 +204,6 @@ class SSD(base.Detector):
                              max_output=cfg.max_detections)
 
 
+@detectors.register("ssd")
 def build(config):
   return SSD(config)

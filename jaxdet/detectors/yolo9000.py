@@ -34,7 +34,7 @@ classification images and the 0.3 pull. Deliberate deviation: two truths on one 
 later one only, while darknet's tree deltas keep the sibling groups of the earlier truth's path
 that the later one does not overwrite.
 
-Labels meet the tree in :meth:`YOLO9000.training_sources`: detection classes go to their node
+Labels meet the tree in :meth:`YOLO9000.training_labels`: detection classes go to their node
 (by name, or by a darknet ``.map`` file such as ``coco9k.map``), or to the node given in
 ``detection_label_nodes`` (a coarser one: boxes labelled only by a parent); classification
 classes by name (ImageNet's WordNet ids are 9k.tree's node names) or a ``.map`` file.
@@ -48,7 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdet.data import sources
+from jaxdet import detectors
+from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
 from jaxdet.detectors import yolo_v2
 from jaxdet.ops import losses
@@ -104,22 +105,20 @@ class YOLO9000(yolo_v2.YOLOv2):
       raise ValueError(f"model.detection_label_nodes names {len(self.detection_label_nodes)} "
                        f"nodes for num_classes={config.num_classes}")
 
-  def training_sources(self, detection, classification):
-    """Both sources relabelled to tree nodes (see the module docstring)."""
+  def training_labels(self, detection_classes, classification_classes):
+    """Both sets' classes to tree nodes (see the module docstring)."""
     if not self.config.class_map_file:
-      for index, (data_name, model_name) in enumerate(zip(detection.class_names,
+      for index, (data_name, model_name) in enumerate(zip(detection_classes,
                                                           self.config.class_names)):
         if data_name != model_name:
-          raise ValueError(f"class {index} of {detection.name} is {data_name!r} but "
+          raise ValueError(f"class {index} of the detection set is {data_name!r} but "
                            f"model.class_names[{index}] is {model_name!r}: list the dataset's "
                            "classes in its order, or give model.class_map_file")
-    tree_names = self.tree.names
-    detection = sources.RelabeledSource(detection, self.detection_label_nodes, tree_names)
-    if classification is not None:
-      nodes = class_nodes(self.tree, classification.class_names,
-                          self.config.classification_map_file)
-      classification = sources.RelabeledSource(classification, nodes, tree_names)
-    return detection, classification
+    classification = (None if classification_classes is None else
+                      class_nodes(self.tree, classification_classes,
+                                  self.config.classification_map_file))
+    return base.TrainingLabels(self.tree.names, tuple(self.detection_label_nodes),
+                               classification)
 
   def class_loss(self, outputs, targets):
     """``[B, N]`` hierarchical cross-entropy of the assigned node at positive slots."""
@@ -185,5 +184,6 @@ class YOLO9000(yolo_v2.YOLOv2):
                  for path in np.asarray(self.tree.ancestors))
 
 
+@detectors.register("yolo9000")
 def build(config):
   return YOLO9000(config)

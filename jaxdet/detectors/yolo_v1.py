@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
 from jaxdet.models import yolo_v1_net
@@ -121,14 +122,15 @@ class YOLOv1(base.Detector):
     self.config = config
     self.grid_size, self.boxes_per_cell = config.grid_size, config.boxes_per_cell
     net_config = config.net
+    backend = base.backend_of(config)
     net = yolo_v1_net.YOLOv1Net(
         grid_size=config.grid_size,
         outputs_per_cell=5 * config.boxes_per_cell + config.num_classes,
         stages=base.nested_tuples(net_config.stages),
         fc_layers=base.nested_tuples(net_config.fc_layers),
         dropout_rate=net_config.dropout_rate, batch_norm=net_config.batch_norm,
-        dtype=jnp.dtype(config.dtype))
-    super().__init__(YOLOv1Model(net=net), config.num_classes)
+        dtype=jnp.dtype(config.dtype), backend=backend)
+    super().__init__(YOLOv1Model(net=net), config.num_classes, backend)
 
   def loss(self, outputs, batch):
     """Half of Eq. 3, normalized by the number of images of the global batch.
@@ -206,5 +208,6 @@ class YOLOv1(base.Detector):
                                tuple(image_size), self.config.decode)
 
 
+@detectors.register("yolo_v1")
 def build(config):
   return YOLOv1(config)

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
 from jaxdet.models import darknet
@@ -85,6 +86,7 @@ class YOLOv2Model(nn.Module):
   head_width: int = 1024               # the three added 3x3 convolutions (Sec. 3)
   passthrough_width: int = 64          # 1x1 reduction before space-to-depth; 0: none (paper)
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   def __post_init__(self):
     if self.head not in HEADS:
@@ -93,20 +95,25 @@ class YOLOv2Model(nn.Module):
 
   @nn.compact
   def __call__(self, images, train=False):
-    features = darknet.Darknet19(stages=self.stages, dtype=self.dtype, name="backbone")(
+    features = darknet.Darknet19(stages=self.stages, dtype=self.dtype,
+                                 backend=self.backend, name="backbone")(
         images.astype(self.dtype), train)
     x = features["stride32"]
     if self.head == "yolov2":
       for index in (1, 2):
-        x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name=f"head{index}")(
+        x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype,
+                                backend=self.backend, name=f"head{index}")(
             x, train)
       fine = features["stride16"]
       if self.passthrough_width:
         fine = darknet.ConvBNLeaky(self.passthrough_width, 1, dtype=self.dtype,
+                                   backend=self.backend,
                                    name="passthrough")(fine, train)
       x = jnp.concatenate([space_to_depth(fine), x], axis=-1)
-      x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype, name="head3")(x, train)
+      x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype,
+                              backend=self.backend, name="head3")(x, train)
     x = layers.conv(self.num_priors * (5 + self.num_classes), 1, use_bias=True, dtype=self.dtype,
+                    backend=self.backend,
                     kernel_init=nn.initializers.normal(0.01), name="predict")(x)
     x = x.astype(jnp.float32).reshape(x.shape[0], -1, 5 + self.num_classes)
     return {"box_logits": x[..., :4], "objectness_logits": x[..., 4], "class_logits": x[..., 5:]}
@@ -121,13 +128,14 @@ class YOLOv2(base.Detector):
     self.config = config
     # Priors in cells of the stride-32 map, darknet's unit: they scale with the input size.
     self.priors_cells = yolo_slots.read_priors(config, "priors_cells")
+    backend = base.backend_of(config)
     model = YOLOv2Model(num_classes=class_outputs or config.num_classes,
                         num_priors=len(self.priors_cells),
                         stages=base.nested_tuples(config.backbone.stages),
                         head=config.head, head_width=config.head_width,
                         passthrough_width=config.passthrough_width,
-                        dtype=jnp.dtype(config.dtype))
-    super().__init__(model, config.num_classes)
+                        dtype=jnp.dtype(config.dtype), backend=backend)
+    super().__init__(model, config.num_classes, backend)
 
   @functools.lru_cache(maxsize=16)
   def grid(self, image_size):
@@ -181,5 +189,6 @@ class YOLOv2(base.Detector):
                                         self.config.decode)
 
 
+@detectors.register("yolo_v2")
 def build(config):
   return YOLOv2(config)

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
 from jaxdet.models import darknet
@@ -53,14 +54,18 @@ class DetectionBlock(nn.Module):
   width: int
   outputs: int
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, x, train):
     for index, (channels, kernel) in enumerate([(self.width, 1), (2 * self.width, 3)] * 2
                                                + [(self.width, 1)], start=1):
-      x = darknet.ConvBNLeaky(channels, kernel, dtype=self.dtype, name=f"conv{index}")(x, train)
-    y = darknet.ConvBNLeaky(2 * self.width, 3, dtype=self.dtype, name="conv6")(x, train)
-    y = layers.conv(self.outputs, 1, use_bias=True, dtype=self.dtype, name="predict")(y)
+      x = darknet.ConvBNLeaky(channels, kernel, dtype=self.dtype,
+                              backend=self.backend, name=f"conv{index}")(x, train)
+    y = darknet.ConvBNLeaky(2 * self.width, 3, dtype=self.dtype,
+                            backend=self.backend, name="conv6")(x, train)
+    y = layers.conv(self.outputs, 1, use_bias=True, dtype=self.dtype,
+                    backend=self.backend, name="predict")(y)
     return x, y.astype(jnp.float32)
 
 
@@ -74,6 +79,7 @@ class YOLOv3Model(nn.Module):
   priors_per_cell: int = 3
   neck_widths: tuple = (128, 256, 512)     # the 1x1 widths at strides 8, 16, 32
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -85,10 +91,12 @@ class YOLOv3Model(nn.Module):
       x = features[f"stride{STRIDES[level]}"]
       if route is not None:
         route = darknet.ConvBNLeaky(self.neck_widths[level], 1, dtype=self.dtype,
+                                    backend=self.backend,
                                     name=f"lateral{STRIDES[level]}")(route, train)
         x = jnp.concatenate([layers.upsample_nearest_2x(route), x], axis=-1)
       route, y = DetectionBlock(self.neck_widths[level], self.priors_per_cell * per_slot,
-                                dtype=self.dtype, name=f"head{STRIDES[level]}")(x, train)
+                                dtype=self.dtype,
+                                backend=self.backend, name=f"head{STRIDES[level]}")(x, train)
       predictions.insert(0, y.reshape(y.shape[0], -1, per_slot))   # [B, H*W*A, 5 + K]
     y = jnp.concatenate(predictions, axis=1)
     return {"box_logits": y[..., :4], "objectness_logits": y[..., 4], "class_logits": y[..., 5:]}
@@ -134,10 +142,10 @@ class YOLOv3(base.Detector):
 
   def __init__(self, config):
     self.config = config
-    dtype = jnp.dtype(config.dtype)
+    dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
     b = config.backbone
     backbone = darknet.Darknet53(stem_width=b.stem_width, stage_widths=tuple(b.stage_widths),
-                                 blocks=tuple(b.blocks), dtype=dtype)
+                                 blocks=tuple(b.blocks), dtype=dtype, backend=backend)
     masks = tuple(tuple(m) for m in config.priors_per_level)
     if len(masks) != len(STRIDES) or len({len(m) for m in masks}) != 1:
       raise ValueError(f"priors_per_level needs 3 equal-sized masks, got {masks}")
@@ -145,8 +153,8 @@ class YOLOv3(base.Detector):
     self.priors_per_level = tuple(tuple(tuple(priors[i]) for i in m) for m in masks)
     model = YOLOv3Model(backbone=backbone, num_classes=config.num_classes,
                         priors_per_cell=len(masks[0]), neck_widths=tuple(config.neck_widths),
-                        dtype=dtype)
-    super().__init__(model, config.num_classes)
+                        dtype=dtype, backend=backend)
+    super().__init__(model, config.num_classes, backend)
 
   @functools.lru_cache(maxsize=16)
   def grid(self, image_size):
@@ -197,5 +205,6 @@ class YOLOv3(base.Detector):
                                         scores, tuple(image_size), self.config.decode)
 
 
+@detectors.register("yolo_v3")
 def build(config):
   return YOLOv3(config)

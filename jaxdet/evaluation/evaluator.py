@@ -12,8 +12,6 @@ from jaxdet.data import pipeline
 from jaxdet.data import sources
 from jaxdet.evaluation import coco
 from jaxdet.evaluation import voc
-from jaxdet.train import sharding
-from jaxdet.train import state as state_lib
 
 DETECTION_METRICS = ("coco", "voc07", "voc12")
 CLASSIFICATION_METRICS = {"top1": 1, "top5": 5}          # name -> k of top-k accuracy
@@ -69,25 +67,18 @@ def to_original_pixels(boxes, scale, height, width):
   return np.clip(boxes, 0.0, [width, height, width, height])
 
 
-def detect_all(detector, variables, source, config, mesh, issues, display=False):
+def detect_all(predict, source, config, issues):
   """Detections of every image of ``source``, on every host: stacked numpy arrays ``boxes``
   (input pixels), ``scores``, ``classes``, ``valid`` and the images' ``image_id``, ``scale``,
-  ``skip``. Each host detects its share of the images; the shares are then gathered."""
-  if config.eval.batch_size % mesh.size:
-    raise ValueError(f"eval batch size {config.eval.batch_size} must be a multiple of the "
-                     f"{mesh.size} devices")
-  detect_batch = state_lib.jit_predict_step(detector, tuple(config.data.image_size), mesh,
-                                            display)
+  ``skip``. Each host detects its share of the images with ``predict`` (``images -> fetch()``,
+  e.g. ``jaxdet.train.state.predict_fn``); the shares are then gathered."""
   dataset = pipeline.eval_dataset(source, config.data, batch_size=config.eval.batch_size,
                                   issues=issues, process_index=jax.process_index(),
                                   process_count=jax.process_count())
-  parts = []
-  for batch in dataset.as_numpy_iterator():  # dispatched asynchronously, fetched below
-    dets = detect_batch(variables, sharding.global_batch(batch["image"], mesh))
-    parts.append({"boxes": dets.boxes, "scores": dets.scores, "classes": dets.classes,
-                  "valid": dets.valid, **{k: batch[k] for k in ("image_id", "scale", "skip")}})
-  stacked = {k: np.concatenate([sharding.local_rows(p[k]) if isinstance(p[k], jax.Array)
-                                else p[k] for p in parts]) for k in parts[0]}
+  pending = [(predict(batch["image"]), {k: batch[k] for k in ("image_id", "scale", "skip")})
+             for batch in dataset.as_numpy_iterator()]   # all dispatched, then fetched
+  parts = [{**fetch(), **meta} for fetch, meta in pending]
+  stacked = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   if jax.process_count() > 1:
     # The gather moves arrays through JAX, whose integers are 32-bit by default: the 64-bit
     # image ids travel as pairs of int32.
@@ -112,11 +103,10 @@ def to_detections(stacked, gts):
   return detections
 
 
-def detect(detector, variables, source, gts, config, mesh, issues, display=False):
+def detect(predict, source, gts, config, issues):
   """``{image_id: dict(boxes, scores, labels)}`` in original pixels for every image of
-  ``source`` that could be decoded (``display``: the detector's ``display_decode``)."""
-  return to_detections(detect_all(detector, variables, source, config, mesh, issues, display),
-                       gts)
+  ``source`` that could be decoded, by ``predict`` (see :func:`detect_all`)."""
+  return to_detections(detect_all(predict, source, config, issues), gts)
 
 
 def check_metrics(metrics):
@@ -191,7 +181,7 @@ def score(detections, gts, source, metrics, class_groups=None):
   return results, "\n".join(report)
 
 
-def evaluate(detector, variables, source, config, mesh, issues):
+def evaluate(predict, source, config, issues):
   """Detects over ``source`` and scores. Images that cannot be read are a
   :class:`MissingImagesError` listing them, unless ``config.eval.allow_missing_images``: then
   the others are scored and the report says, first and last, how many images and boxes were
@@ -202,7 +192,7 @@ def evaluate(detector, variables, source, config, mesh, issues):
   Returns ``(metrics, report)`` with the metrics on every host and the report on process 0
   (empty elsewhere)."""
   check_metrics(config.eval.metrics)  # on every host, before the detection pass
-  stacked = detect_all(detector, variables, source, config, mesh, issues)
+  stacked = detect_all(predict, source, config, issues)
   results, report = {}, ""
   if jax.process_index() == 0:
     unreadable = []

@@ -37,11 +37,12 @@ class ConvBNLeaky(nn.Module):
   strides: int = 1
   batch_norm: bool = True
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, x, train):
     x = layers.conv(self.features, self.kernel_size, self.strides, use_bias=not self.batch_norm,
-                    dtype=self.dtype, name="conv")(x)
+                    dtype=self.dtype, backend=self.backend, name="conv")(x)
     if self.batch_norm:
       x = layers.batch_norm(train, self.dtype, name="bn")(x)
     return nn.leaky_relu(x, LEAKY_SLOPE)
@@ -51,19 +52,22 @@ class Darknet19(nn.Module):
   num_classes: int = 0                 # > 0: add the ImageNet-style classifier
   stages: tuple = DARKNET19_STAGES     # narrower or shallower for CPU variants
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, x, train=False):
     features = {}
     for stage, convs in enumerate(self.stages, start=1):
       if stage > 1:
-        x = layers.max_pool(x, 2, 2, padding=((0, 0), (0, 0)))
+        x = layers.max_pool(x, 2, 2, padding=((0, 0), (0, 0)), backend=self.backend)
       for index, (channels, kernel) in enumerate(convs, start=1):
-        x = ConvBNLeaky(channels, kernel, dtype=self.dtype, name=f"conv{stage}_{index}")(x, train)
+        x = ConvBNLeaky(channels, kernel, dtype=self.dtype,
+                        backend=self.backend, name=f"conv{stage}_{index}")(x, train)
       features[f"stage{stage}"] = x
     outputs = {"stride16": features["stage5"], "stride32": features["stage6"]}
     if self.num_classes:
       logits = layers.conv(self.num_classes, 1, use_bias=True, dtype=self.dtype,
+                           backend=self.backend,
                            name="classifier")(x)
       outputs["logits"] = jnp.mean(logits.astype(jnp.float32), axis=(1, 2))
     return outputs
@@ -81,11 +85,14 @@ class ResidualBlock(nn.Module):
   (darknet's ``[shortcut] from=-3 activation=linear``)."""
   features: int
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, x, train):
-    y = ConvBNLeaky(self.features // 2, 1, dtype=self.dtype, name="conv1")(x, train)
-    y = ConvBNLeaky(self.features, 3, dtype=self.dtype, name="conv2")(y, train)
+    y = ConvBNLeaky(self.features // 2, 1, dtype=self.dtype,
+                    backend=self.backend, name="conv1")(x, train)
+    y = ConvBNLeaky(self.features, 3, dtype=self.dtype,
+                    backend=self.backend, name="conv2")(y, train)
     return x + y
 
 
@@ -103,23 +110,28 @@ class Darknet53(nn.Module):
   stage_widths: tuple = DARKNET53_WIDTHS    # narrower or shallower for CPU variants
   blocks: tuple = DARKNET53_BLOCKS
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, x, train=False):
     if len(self.stage_widths) != 5 or len(self.blocks) != 5:
       raise ValueError(f"Darknet-53 has 5 stages; got widths {self.stage_widths} and blocks "
                        f"{self.blocks}")
-    x = ConvBNLeaky(self.stem_width, 3, dtype=self.dtype, name="stem")(x, train)
+    x = ConvBNLeaky(self.stem_width, 3, dtype=self.dtype,
+                    backend=self.backend, name="stem")(x, train)
     maps = []
     for stage, (width, depth) in enumerate(zip(self.stage_widths, self.blocks), start=1):
-      x = ConvBNLeaky(width, 3, strides=2, dtype=self.dtype, name=f"down{stage}")(x, train)
+      x = ConvBNLeaky(width, 3, strides=2, dtype=self.dtype,
+                      backend=self.backend, name=f"down{stage}")(x, train)
       for block in range(1, depth + 1):
-        x = ResidualBlock(width, dtype=self.dtype, name=f"stage{stage}_block{block}")(x, train)
+        x = ResidualBlock(width, dtype=self.dtype,
+                          backend=self.backend, name=f"stage{stage}_block{block}")(x, train)
       maps.append(x)
     outputs = {"stride8": maps[2], "stride16": maps[3], "stride32": maps[4]}
     if self.num_classes:
       pooled = jnp.mean(x, axis=(1, 2), keepdims=True)
       logits = layers.conv(self.num_classes, 1, use_bias=True, dtype=self.dtype,
+                           backend=self.backend,
                            name="classifier")(pooled)
       outputs["logits"] = logits[:, 0, 0].astype(jnp.float32)
     return outputs

@@ -24,9 +24,11 @@ class FPN(nn.Module):
   max_level: int = 7
   p6_input: str = "C5"
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   def _conv(self, kernel_size, strides=1, name=None):
     return layers.conv(self.width, kernel_size, strides, use_bias=True, dtype=self.dtype,
+                       backend=self.backend,
                        kernel_init=xavier_fill, name=name)
 
   @nn.compact

@@ -12,10 +12,15 @@ from jaxdet.models import conv as conv_lib
 he_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+CONV_OF_BACKEND = {"xla": lax.conv_general_dilated,
+                   "cpu_fast": conv_lib.conv_general_dilated}
+
+
 def conv(features, kernel_size, strides=1, *, dilation=1, padding=None, use_bias=False,
-         dtype=jnp.float32, kernel_init=he_fan_out, bias_init=nn.initializers.zeros, name=None):
+         dtype=jnp.float32, backend="xla", kernel_init=he_fan_out,
+         bias_init=nn.initializers.zeros, name=None):
   """Conv with symmetric padding, ``dilation * (k // 2)`` unless ``padding`` is given (the
-  Caffe/PyTorch convention).
+  Caffe/PyTorch convention), computed as ``backend`` says (``jaxdet.models.backend``).
 
   Flax's "SAME" pads asymmetrically for even inputs at stride 2; symmetric padding keeps
   feature maps aligned with the anchor centres and with the reference implementations.
@@ -24,7 +29,7 @@ def conv(features, kernel_size, strides=1, *, dilation=1, padding=None, use_bias
   return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
                  padding=((pad, pad), (pad, pad)), kernel_dilation=(dilation, dilation),
                  use_bias=use_bias, dtype=dtype, kernel_init=kernel_init, bias_init=bias_init,
-                 conv_general_dilated=conv_lib.conv_general_dilated, name=name)
+                 conv_general_dilated=CONV_OF_BACKEND[backend], name=name)
 
 
 class FrozenBatchNorm(nn.Module):
@@ -55,7 +60,7 @@ class FrozenBatchNorm(nn.Module):
 def batch_norm(train, dtype=jnp.float32, name=None, scale_init=nn.initializers.ones,
                frozen=False):
   """Batch norm whose statistics are global: under jit with a sharded batch the mean and
-  variance reduce over the whole global batch (DESIGN.md, "Batch norm statistics are global").
+  variance reduce over the whole global batch (docs/design.md, "Batch norm statistics are global").
   ``frozen``: a :class:`FrozenBatchNorm` instead, whatever ``train`` says."""
   if frozen:
     return FrozenBatchNorm(epsilon=1e-5, dtype=dtype, scale_init=scale_init, name=name)
@@ -63,16 +68,18 @@ def batch_norm(train, dtype=jnp.float32, name=None, scale_init=nn.initializers.o
                       scale_init=scale_init, name=name)
 
 
-def max_pool(x, window, stride, padding=None):
-  """Max pooling, as the element-wise maximum of the ``window^2`` strided shifts of the input.
-
-  ``padding`` is ``((top, bottom), (left, right))``, symmetric ``window // 2`` by default. Same
-  values as ``nn.max_pool``. The gradient goes to the first maximum of each window in row-major
-  order, as in Caffe and PyTorch (:func:`_max_pool_backward`), not through XLA's
-  select-and-scatter, which is ~20x slower on CPU."""
+def max_pool(x, window, stride, padding=None, backend="xla"):
+  """Max pooling; ``padding`` is ``((top, bottom), (left, right))``, symmetric ``window // 2``
+  by default. "xla": flax's ``nn.max_pool``. "cpu_fast": the same values as the element-wise
+  maximum of the ``window^2`` strided shifts of the input, whose gradient goes to the first
+  maximum of each window in row-major order, as in Caffe and PyTorch
+  (:func:`_max_pool_backward`), not through XLA's select-and-scatter, ~20x slower on CPU."""
   if padding is None:
     padding = ((window // 2,) * 2,) * 2
-  return _max_pool(x, window, stride, tuple(map(tuple, padding)), x.shape[1:3])
+  padding = tuple(map(tuple, padding))
+  if backend == "xla":
+    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding)
+  return _max_pool(x, window, stride, padding, x.shape[1:3])
 
 
 def _window_shifts(x, window, stride, padding):
@@ -133,11 +140,11 @@ def _max_pool_backward(window, stride, padding, input_size, first_max, grad):
 _max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
-def max_pool_ceil(x, window=2, stride=2):
+def max_pool_ceil(x, window=2, stride=2, backend="xla"):
   """Pooling with Caffe's rounding up of the output size ("ceil mode"): the bottom and right
   are padded just enough for a last, partial window (SSD300's pool3: 75 -> 38)."""
   extra = [(-(size - window) % stride) for size in x.shape[1:3]]
-  return max_pool(x, window, stride, ((0, extra[0]), (0, extra[1])))
+  return max_pool(x, window, stride, ((0, extra[0]), (0, extra[1])), backend)
 
 
 def upsample_nearest_2x(x):

@@ -21,6 +21,7 @@ class BasicBlock(nn.Module):
   strides: int = 1
   train: bool = False
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
   frozen_norm: bool = False     # layers.FrozenBatchNorm instead of batch norm
   expansion = 1
 
@@ -30,9 +31,9 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     residual = x
-    y = layers.conv(self.width, 3, self.strides, dtype=self.dtype)(x)
+    y = layers.conv(self.width, 3, self.strides, dtype=self.dtype, backend=self.backend)(x)
     y = nn.relu(self.norm("BatchNorm_0")(y))
-    y = layers.conv(self.width, 3, dtype=self.dtype)(y)
+    y = layers.conv(self.width, 3, dtype=self.dtype, backend=self.backend)(y)
     y = self.norm("BatchNorm_1")(y)
     return nn.relu(y + self.shortcut(residual))
 
@@ -40,7 +41,8 @@ class BasicBlock(nn.Module):
     out = self.width * self.expansion
     if x.shape[-1] == out and self.strides == 1:
       return x
-    x = layers.conv(out, 1, self.strides, dtype=self.dtype, name="proj_conv")(x)
+    x = layers.conv(out, 1, self.strides, dtype=self.dtype,
+                    backend=self.backend, name="proj_conv")(x)
     return self.norm("proj_bn")(x)
 
 
@@ -51,11 +53,11 @@ class BottleneckBlock(BasicBlock):
   @nn.compact
   def __call__(self, x):
     residual = x
-    y = layers.conv(self.width, 1, dtype=self.dtype)(x)
+    y = layers.conv(self.width, 1, dtype=self.dtype, backend=self.backend)(x)
     y = nn.relu(self.norm("BatchNorm_0")(y))
-    y = layers.conv(self.width, 3, self.strides, dtype=self.dtype)(y)
+    y = layers.conv(self.width, 3, self.strides, dtype=self.dtype, backend=self.backend)(y)
     y = nn.relu(self.norm("BatchNorm_1")(y))
-    y = layers.conv(self.width * 4, 1, dtype=self.dtype)(y)
+    y = layers.conv(self.width * 4, 1, dtype=self.dtype, backend=self.backend)(y)
     y = self.norm("BatchNorm_2")(y)
     return nn.relu(y + self.shortcut(residual))
 
@@ -79,6 +81,7 @@ class ResNet(nn.Module):
   stem_width: int = 64
   widths: Sequence[int] = (64, 128, 256, 512)
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
   norm: str = "batch_norm"
   freeze_at: int = 0
   num_classes: int = 0     # > 0: add the ImageNet classifier (Table 1: average pool, fc)
@@ -90,10 +93,11 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, images, train=False):
     frozen_norm = self.norm == "frozen_batch_norm"
-    x = layers.conv(self.stem_width, 7, 2, dtype=self.dtype, name="stem_conv")(images)
+    x = layers.conv(self.stem_width, 7, 2, dtype=self.dtype,
+                    backend=self.backend, name="stem_conv")(images)
     x = layers.batch_norm(train, self.dtype, name="stem_bn",
                           frozen=frozen_norm or self.freeze_at >= 1)(x)
-    x = layers.max_pool(nn.relu(x), 3, 2)
+    x = layers.max_pool(nn.relu(x), 3, 2, backend=self.backend)
     if self.freeze_at >= 1:
       x = jax.lax.stop_gradient(x)
     features = {}
@@ -102,8 +106,8 @@ class ResNet(nn.Module):
       frozen = level <= self.freeze_at
       for i in range(num_blocks):
         strides = 2 if (i == 0 and stage > 0) else 1
-        x = self.block(width, strides, train, self.dtype, frozen_norm or frozen,
-                       name=f"stage{level}_block{i}")(x)
+        x = self.block(width, strides, train, self.dtype, backend=self.backend,
+                       frozen_norm=frozen_norm or frozen, name=f"stage{level}_block{i}")(x)
       if frozen:
         x = jax.lax.stop_gradient(x)
       features[f"C{level}"] = x

@@ -61,6 +61,7 @@ class SSDFeatures(nn.Module):
   freeze_at: int = 0          # conv1 .. conv{freeze_at} frozen (the module doc)
   num_classes: int = 0        # > 0: the ImageNet classifier after fc7 (the module doc)
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   def __post_init__(self):
     check_freeze_at(self.freeze_at, len(self.stage_widths))
@@ -69,7 +70,8 @@ class SSDFeatures(nn.Module):
   def _conv(self, x, features, kernel, name, train, strides=1, dilation=1, padding=None,
             frozen=False):
     x = layers.conv(features, kernel, strides, dilation=dilation, padding=padding,
-                    use_bias=not self.batch_norm, dtype=self.dtype, name=name)(x)
+                    use_bias=not self.batch_norm, dtype=self.dtype,
+                    backend=self.backend, name=name)(x)
     if self.batch_norm:
       x = layers.batch_norm(train, self.dtype, name=f"{name}_bn", frozen=frozen)(x)
     return nn.relu(x)
@@ -80,7 +82,7 @@ class SSDFeatures(nn.Module):
     maps = []
     for stage, (width, depth) in enumerate(zip(self.stage_widths, self.stage_depths), start=1):
       if stage > 1:
-        x = layers.max_pool_ceil(x)                 # pool1..pool4 (2x2, stride 2, ceil mode)
+        x = layers.max_pool_ceil(x, backend=self.backend)  # pool1..pool4 (2x2, stride 2, ceil)
       frozen = stage <= self.freeze_at
       for i in range(1, depth + 1):
         x = self._conv(x, width, 3, f"conv{stage}_{i}", train, frozen=frozen)
@@ -88,7 +90,7 @@ class SSDFeatures(nn.Module):
         x = jax.lax.stop_gradient(x)
       if stage == 4 and not self.num_classes:
         maps.append(L2Norm(self.l2norm_scale, name="conv4_3_norm")(x))
-    x = layers.max_pool(x, 3, 1)                    # pool5: 3x3, stride 1
+    x = layers.max_pool(x, 3, 1, backend=self.backend)  # pool5: 3x3, stride 1
     x = self._conv(x, self.fc_width, 3, "fc6", train, dilation=self.fc6_dilation)
     x = self._conv(x, self.fc_width, 1, "fc7", train)
     if self.num_classes:

@@ -66,15 +66,15 @@ def leading_convs(stages, count):
   return tuple(kept)
 
 
-def conv_stages(x, stages, batch_norm, dtype, train):
+def conv_stages(x, stages, batch_norm, dtype, backend, train):
   """The convolutions of ``stages`` named ``conv<stage>_<index>``, a 2x2 stride-2 max-pool
   before every stage but the first (call inside a compact module)."""
   for stage, convs in enumerate(stages, start=1):
     if stage > 1:
-      x = layers.max_pool(x, 2, 2, padding=((0, 0), (0, 0)))
+      x = layers.max_pool(x, 2, 2, padding=((0, 0), (0, 0)), backend=backend)
     for index, (channels, kernel, stride) in enumerate(convs, start=1):
       x = darknet.ConvBNLeaky(channels, kernel, stride, batch_norm=batch_norm, dtype=dtype,
-                              name=f"conv{stage}_{index}")(x, train)
+                              backend=backend, name=f"conv{stage}_{index}")(x, train)
   return x
 
 
@@ -90,10 +90,11 @@ class YOLOv1Net(nn.Module):
   dropout_rate: float = 0.5          # after the last hidden connected layer (Sec. 2.2)
   batch_norm: bool = False           # the paper: none
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, x, train=False):
-    x = conv_stages(x, self.stages, self.batch_norm, self.dtype, train)
+    x = conv_stages(x, self.stages, self.batch_norm, self.dtype, self.backend, train)
     x = x.reshape(x.shape[0], -1)
     for index, (width, activation) in enumerate(self.fc_layers, start=1):
       x = ACTIVATIONS[activation](nn.Dense(width, dtype=self.dtype, name=f"fc{index}")(x))
@@ -110,10 +111,11 @@ class YOLOv1Classifier(nn.Module):
   stages: tuple
   batch_norm: bool = False
   dtype: jnp.dtype = jnp.float32
+  backend: str = "xla"          # jaxdet.models.backend
 
   @nn.compact
   def __call__(self, x, train=False):
-    x = conv_stages(x, self.stages, self.batch_norm, self.dtype, train)
+    x = conv_stages(x, self.stages, self.batch_norm, self.dtype, self.backend, train)
     x = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
     return {"logits": logits.astype(jnp.float32)}

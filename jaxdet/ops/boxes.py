@@ -1,6 +1,6 @@
 """Box formats, areas, IoU and the R-CNN box encoding.
 
-Convention (DESIGN.md): inside jaxdet a box is float32 ``(x1, y1, x2, y2)`` in pixels of the
+Convention (docs/design.md): inside jaxdet a box is float32 ``(x1, y1, x2, y2)`` in pixels of the
 network input, continuous coordinates (no "+1" on widths). Other formats are converted at the
 edges (data/ and evaluation/) with the helpers below.
 

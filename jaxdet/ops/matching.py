@@ -1,6 +1,6 @@
 """Assignment of ground truth to anchors, vectorized over a padded batch.
 
-Ground truth arrives padded (DESIGN.md): ``boxes [B, M, 4]``, ``mask [B, M]``. Padded slots
+Ground truth arrives padded (docs/design.md): ``boxes [B, M, 4]``, ``mask [B, M]``. Padded slots
 never match anything.
 """
 from typing import NamedTuple

@@ -3,6 +3,7 @@ import json
 import logging
 import signal
 import time
+from typing import Any, NamedTuple
 
 from etils import epath
 import jax
@@ -218,6 +219,20 @@ def fits(detector, size):
     return False
 
 
+def relabelled_sources(detector, detection, classification):
+  """``(detection, classification)`` training sources (None: absent) with the labels the
+  detector's loss reads (:meth:`Detector.training_labels`)."""
+  labels = detector.training_labels(detection and detection.class_names,
+                                     classification and classification.class_names)
+
+  def relabel(source, label_map):
+    if source is None or label_map is None:
+      return source
+    return sources.RelabeledSource(source, label_map, labels.names)
+
+  return relabel(detection, labels.detection), relabel(classification, labels.classification)
+
+
 def describe_sources(train, classification):
   """E.g. ``"118287 detection images (coco/2017:train) and 1281167 classification images
   (imagenet2012:train)"``."""
@@ -232,8 +247,9 @@ def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
   source = evaluator.build_eval_source(config)
   step = int(jax.device_get(state.step))
   start = time.time()
-  results, report = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
-                                       issues)
+  predict = state_lib.predict_fn(detector, state.eval_variables(),
+                                 tuple(config.data.image_size), mesh)
+  results, report = evaluator.evaluate(predict, source, config, issues)
   log.info("evaluation at step %d on %s (%d images, %.1fs):\n%s", step, source.name,
                len(source), time.time() - start, report)
   writer.write(step, {f"eval/{k}": v for k, v in results.items()})
@@ -242,13 +258,21 @@ def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
   return results
 
 
+class TrainResult(NamedTuple):
+  """What :func:`train` returns; ``finished`` is False when a signal stopped the run before
+  ``total_steps`` (a checkpoint was written)."""
+  detector: Any
+  state: Any
+  mesh: Any
+  issues: sanitize.DataIssues
+  writer: MetricWriter
+  finished: bool
+
+
 def train(config, workdir, devices=None):
   """Trains ``config`` in ``workdir`` on ``devices`` (default: every device of every host),
-  resuming from its latest intact checkpoint. One run per workdir (a lock file).
-
-  Returns ``(detector, state, mesh, issues, writer, finished)``; ``finished`` is False when a
-  signal stopped the run before ``total_steps`` (a checkpoint was written).
-  """
+  resuming from its latest intact checkpoint. One run per workdir (a lock file). Returns a
+  :class:`TrainResult`."""
   config_lib.validate(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0):
@@ -300,8 +324,8 @@ def train_locked(config, workdir, devices):
   check_box_budget(dataset_source, config.data.max_boxes)
   check_box_shapes(dataset_source, detector, config)
   class_names = (dataset_source or classification_source).class_names   # the dataset's own
-  train_source, classification_source = detector.training_sources(dataset_source,
-                                                                  classification_source)
+  train_source, classification_source = relabelled_sources(detector, dataset_source,
+                                                           classification_source)
   issues = sanitize.DataIssues()
   state, tx, schedule = state_lib.build_state(detector, config, mesh)
   log.info("%s on %d devices; %d parameters; %s", config.model.family, mesh.size,
@@ -372,7 +396,7 @@ def train_locked(config, workdir, devices):
   log.info("data issues (repaired or skipped): %s", issues.snapshot())
   if step < total:
     log.info("stopped at step %d; rerun the same command to resume", step)
-  return detector, state, mesh, issues, writer, step >= total
+  return TrainResult(detector, state, mesh, issues, writer, step >= total)
 
 
 def finish_saving(mngr, workdir, raise_errors):
@@ -393,7 +417,8 @@ def train_and_evaluate(config, workdir, devices=None):
   Returns the evaluation metrics, or None when a signal stopped it early (a checkpoint was
   committed; the final evaluation is skipped so that the process ends within the scheduler's
   grace period)."""
-  detector, state, mesh, issues, writer, finished = train(config, workdir, devices)
-  if not finished:
+  run = train(config, workdir, devices)
+  if not run.finished:
     return None
-  return run_evaluation(detector, state, config, mesh, issues, writer, workdir)
+  return run_evaluation(run.detector, run.state, config, run.mesh, run.issues, run.writer,
+                        workdir)

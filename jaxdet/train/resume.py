@@ -16,11 +16,12 @@ from jaxdet.train import optim
 
 log = logging.getLogger("jaxdet")
 
-# Keys (or prefixes ending in ".") that never change the trained weights.
+# Keys (or prefixes ending in ".") that never change the trained weights (``model.backend``:
+# the same computation in another form, to float rounding).
 FREE_TO_CHANGE = ("train.log_every", "train.eval_every", "train.checkpoint_every",
                   "train.keep_checkpoints", "train.hang_timeout_s", "train.init_from",
                   "train.allow_config_change", "data.data_dir", "data.coco_json_dir",
-                  "data.eval", "eval.")
+                  "data.eval", "eval.", "model.backend")
 ABSENT = "<absent>"
 
 

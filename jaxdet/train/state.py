@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdet.models import conv
 from jaxdet.train import optim
 from jaxdet.train import sharding
 
@@ -83,7 +82,7 @@ def jit_train_step(detector, tx, schedule, ema_decay, mesh):
   return jax.jit(make_train_step(detector, tx, schedule, ema_decay),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)),
-                 donate_argnums=(0,), compiler_options=conv.cpu_compiler_options())
+                 donate_argnums=(0,), compiler_options=detector.compiler_options())
 
 
 def make_predict_step(detector, image_size, display=False):
@@ -98,10 +97,28 @@ def make_predict_step(detector, image_size, display=False):
   return predict_step
 
 
+def predict_fn(detector, variables, image_size, mesh, display=False):
+  """What the evaluator calls: ``predict(images)`` takes this host's rows of a batch (numpy
+  ``[b, H, W, 3]``), dispatches the compiled predict step on the global batch and returns at
+  once a function that fetches this host's detections (numpy ``boxes``, ``scores``,
+  ``classes``, ``valid``), so that batches are dispatched before any is waited for."""
+  step = jit_predict_step(detector, image_size, mesh, display)
+
+  def predict(images):
+    if images.shape[0] * jax.process_count() % mesh.size:
+      raise ValueError(f"eval batch size {images.shape[0] * jax.process_count()} must be a "
+                       f"multiple of the {mesh.size} devices")
+    detections = step(variables, sharding.global_batch(images, mesh))
+    return lambda: {field: sharding.local_rows(getattr(detections, field))
+                    for field in ("boxes", "scores", "classes", "valid")}
+
+  return predict
+
+
 def jit_predict_step(detector, image_size, mesh, display=False):
   """The predict step compiled for ``mesh``, batch-sharded in and out: every device decodes and
   runs NMS for its own images, and each host keeps its own images' detections."""
   return jax.jit(make_predict_step(detector, image_size, display),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
                  out_shardings=sharding.batch_sharded(mesh),
-                 compiler_options=conv.cpu_compiler_options())
+                 compiler_options=detector.compiler_options())

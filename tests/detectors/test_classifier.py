@@ -99,7 +99,7 @@ def test_yolo_v1_pretrains_its_first_20_convolutions():
 
 def test_a_classifier_refuses_detection_data():
   with pytest.raises(ValueError, match="classification images only"):
-    classifier().training_sources(object(), None)
+    classifier().training_labels(("cat",), None)
 
 
 def test_top_k_accuracy_by_hand():

@@ -15,6 +15,7 @@ from jaxdet.data import sanitize
 from jaxdet.data import sources
 from jaxdet.evaluation import evaluator
 from jaxdet.train import loop
+from jaxdet.train import state as state_lib
 from tests.detectors import darknet_reference
 from tests.detectors.test_yolo_v2 import reference_loss
 from tests.detectors.test_yolo_v2 import sigmoid
@@ -261,7 +262,7 @@ def test_training_sources_meet_the_tree(scenes_dir, colour_folder, tmp_path):
   config = colour_config(scenes_dir, f"folder:{colour_folder}", tmp_path)
   detector = detectors.build(config.model)
   detection, classification = loop.load_sources(config)
-  detection, classification = detector.training_sources(detection, classification)
+  detection, classification = loop.relabelled_sources(detector, detection, classification)
   assert detection.class_names == classification.class_names == tuple(n for n, _ in COLOUR_TREE)
   raw = sources.CocoJsonSource(str(scenes_dir), "train")
   index = next(i for i in range(len(raw)) if len(raw.annotations(i)["labels"]))
@@ -273,7 +274,7 @@ def test_training_sources_meet_the_tree(scenes_dir, colour_folder, tmp_path):
   config.model.class_names = ("red", "green", "purple")
   config.model.detection_label_nodes = ()
   with pytest.raises(ValueError, match="'blue' but model.class_names.2. is 'purple'"):
-    detectors.build(config.model).training_sources(*loop.load_sources(config))
+    loop.relabelled_sources(detectors.build(config.model), *loop.load_sources(config))
 
 
 def test_joint_training_evaluates_groups_and_shows_tree_paths(scenes_dir, colour_folder,
@@ -287,8 +288,9 @@ def test_joint_training_evaluates_groups_and_shows_tree_paths(scenes_dir, colour
   source = sources.build_source("coco_json:val", coco_json_dir=str(scenes_dir))
   issues = sanitize.DataIssues()
   gts = evaluator.ground_truths(source, issues)
-  shown = evaluator.detect(detector, state.eval_variables(), source, gts, config, mesh, issues,
-                           display=True)
+  predict = state_lib.predict_fn(detector, state.eval_variables(),
+                                 tuple(config.data.image_size), mesh, display=True)
+  shown = evaluator.detect(predict, source, gts, config, issues)
   labels = np.concatenate([d["labels"] for d in shown.values()])
   assert len(labels) and set(labels) <= set(range(5))                  # tree nodes
   assert detector.display_names(class_names) == (

@@ -31,11 +31,16 @@ def setup(tmp_path_factory):
   return config, detector, state, mesh, source
 
 
+def predict_of(setup):
+  config, detector, state, mesh, _ = setup
+  return state_lib.predict_fn(detector, state.eval_variables(), tuple(config.data.image_size),
+                              mesh)
+
+
 def test_unreadable_evaluation_images_are_refused_with_their_names(setup):
-  config, detector, state, mesh, source = setup
+  config, *_, source = setup
   with pytest.raises(evaluator.MissingImagesError) as refused:
-    evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
-                       sanitize.DataIssues())
+    evaluator.evaluate(predict_of(setup), source, config, sanitize.DataIssues())
   message = str(refused.value)
   assert "2 of 6 evaluation images (2 ground-truth boxes) could not be read" in message
   assert source.path(4) in message and source.path(5) in message      # corrupt.png, missing.png
@@ -43,10 +48,10 @@ def test_unreadable_evaluation_images_are_refused_with_their_names(setup):
 
 
 def test_allowed_missing_images_are_scored_without_them_and_said_loudly(setup):
-  config, detector, state, mesh, source = setup
+  config, *_, source = setup
   allowed = config.copy_and_resolve_references()
   allowed.eval.allow_missing_images = True
-  results, report = evaluator.evaluate(detector, state.eval_variables(), source, allowed, mesh,
+  results, report = evaluator.evaluate(predict_of(setup), source, allowed,
                                        sanitize.DataIssues())
   assert results["images_left_out"] == 2 and results["boxes_left_out"] == 2
   lines = report.strip().splitlines()

@@ -1,5 +1,5 @@
-"""The CPU-shaped convolution and max pooling equal XLA's own, values and gradients; the
-Winograd form equals brute force."""
+"""The "cpu_fast" backend's convolution and max pooling equal XLA's own, values and gradients;
+the Winograd form equals brute force; the backend is chosen by platform only when asked."""
 import flax.linen as nn
 import jax
 from jax import lax
@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdet.models import backend
 from jaxdet.models import conv
 from jaxdet.models import layers
 
@@ -61,7 +62,7 @@ def test_bfloat16_inputs_keep_their_dtype(k):
 
 @pytest.mark.parametrize("size,cin,cout,k,stride,dilation", [SHAPES[1], SHAPES[3], SHAPES[5]])
 def test_cpu_compiler_options_keep_values_and_gradients(size, cin, cout, k, stride, dilation):
-  """Compiled with ``cpu_compiler_options`` (Eigen's convolutions, not YNNPACK's), the
+  """Compiled with the "cpu_fast" compiler options (Eigen's convolutions, not YNNPACK's), the
   convolution and both its gradients still equal XLA's in float64, to float32 rounding."""
   inputs, wants = inputs_and_reference(size, cin, cout, k, stride, dilation)
 
@@ -70,8 +71,8 @@ def test_cpu_compiler_options_keep_values_and_gradients(size, cin, cout, k, stri
     return (y, *vjp(g))
 
   args = [np.float32(a) for a in inputs]
-  compiled = jax.jit(conv_and_grads, compiler_options=conv.cpu_compiler_options()).lower(
-      *args).compile()
+  compiled = jax.jit(conv_and_grads,
+                     compiler_options=backend.compiler_options("cpu_fast")).lower(*args).compile()
   if k > 1:   # a 1x1 convolution is a matrix product, which YNNPACK keeps
     assert "__ynn_fusion" not in compiled.as_text()
   for got, ref in zip(compiled(*args), wants):
@@ -159,9 +160,9 @@ def test_max_pool_gradient_goes_to_the_first_maximum(window, stride, padding):
   rng = np.random.default_rng(0)
   x = rng.integers(0, 3, (2, 7, 9, 3)).astype(np.float32)
   np.testing.assert_array_equal(
-      layers.max_pool(x, window, stride, padding),
+      layers.max_pool(x, window, stride, padding, "cpu_fast"),
       nn.max_pool(x, (window, window), strides=(stride, stride), padding=padding))
-  pooled, vjp = jax.vjp(lambda a: layers.max_pool(a, window, stride, padding), x)
+  pooled, vjp = jax.vjp(lambda a: layers.max_pool(a, window, stride, padding, "cpu_fast"), x)
   grad = rng.normal(size=pooled.shape).astype(np.float32)
   np.testing.assert_allclose(vjp(grad)[0], max_pool_gradient_loop(x, grad, window, stride,
                                                                   padding), rtol=1e-6, atol=1e-6)
@@ -171,6 +172,41 @@ def test_max_pool_gradient_goes_to_the_first_maximum(window, stride, padding):
 def test_max_pool_matches_flax_values_and_gradients(shape):
   x = jax.random.normal(jax.random.PRNGKey(0), shape)
   ref = lambda a: nn.max_pool(a, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # noqa: E731
-  np.testing.assert_array_equal(layers.max_pool(x, 3, 2), ref(x))
-  np.testing.assert_array_equal(jax.grad(lambda a: (layers.max_pool(a, 3, 2) ** 2).sum())(x),
-                                jax.grad(lambda a: (ref(a) ** 2).sum())(x))
+  for impl in backend.BACKENDS:
+    np.testing.assert_array_equal(layers.max_pool(x, 3, 2, backend=impl), ref(x))
+    np.testing.assert_array_equal(
+        jax.grad(lambda a, b=impl: (layers.max_pool(a, 3, 2, backend=b) ** 2).sum())(x),
+        jax.grad(lambda a: (ref(a) ** 2).sum())(x))
+
+
+def test_the_backend_is_explicit_and_auto_picks_by_platform():
+  assert backend.resolve("auto", platform="cpu") == "cpu_fast"
+  assert backend.resolve("auto", platform="gpu") == "xla"
+  assert backend.resolve("auto", platform="tpu") == "xla"
+  assert backend.resolve("xla", platform="cpu") == "xla"
+  assert backend.compiler_options("xla") is None
+  with pytest.raises(ValueError, match="model.backend 'fast'"):
+    backend.resolve("fast")
+  assert layers.CONV_OF_BACKEND["xla"] is lax.conv_general_dilated
+  assert layers.CONV_OF_BACKEND["cpu_fast"] is conv.conv_general_dilated
+
+
+def test_a_model_computes_the_same_on_both_backends():
+  """A tiny ResNet's outputs and gradients under "cpu_fast" (matrix products, Winograd for wide
+  3x3, first-maximum pooling gradient) equal "xla"'s to float32 rounding."""
+  from jaxdet.models import resnet  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 64, 3))
+  models = {impl: resnet.build_resnet("resnet_tiny", backend=impl, num_classes=5)
+            for impl in backend.BACKENDS}
+  variables = models["xla"].init(jax.random.PRNGKey(1), x)
+
+  def loss(params, impl):
+    out = models[impl].apply({**variables, "params": params}, x)
+    return jnp.sum(out["logits"] ** 2)
+
+  values = {impl: jax.value_and_grad(loss)(variables["params"], impl)
+            for impl in backend.BACKENDS}
+  np.testing.assert_allclose(values["cpu_fast"][0], values["xla"][0], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
+                                                       atol=1e-4 * np.abs(b).max()),
+               values["cpu_fast"][1], values["xla"][1])

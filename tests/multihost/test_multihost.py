@@ -26,6 +26,7 @@ from jaxdet.data import sources
 from jaxdet.evaluation import evaluator
 from jaxdet.train import checkpoint
 from jaxdet.train import loop
+from jaxdet.train import state as state_lib
 from tests.multihost import reductions
 from tests.multihost.launcher import Job
 from tests.train import helpers
@@ -99,8 +100,9 @@ def test_sharded_evaluation_equals_single_process(runs, scenes_dir):
     sharded = json.load(f)
   config, _, detector, state, mesh = runtime.load_trained(runs["two"])
   source = sources.build_source(config.data.eval, None, scenes_dir)
-  single, _ = evaluator.evaluate(detector, state.eval_variables(), source, config, mesh,
-                                 sanitize.DataIssues())
+  predict = state_lib.predict_fn(detector, state.eval_variables(),
+                                 tuple(config.data.image_size), mesh)
+  single, _ = evaluator.evaluate(predict, source, config, sanitize.DataIssues())
   assert single["coco/AP50"] > 0  # detections exist, so the comparison means something
   assert sorted(sharded) == sorted(single) and "voc07/mAP" in single
   for key, value in single.items():
