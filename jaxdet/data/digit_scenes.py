@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from jaxdet.ops import boxes as box_ops
+
 NUM_CLASSES = 10
 TRAIN_DIGITS = 1500                  # digits [0, 1500) for train, [1500, 1797) for test
 CANVAS_RANGE = (96, 160)             # canvas height and width, pixels, drawn independently
@@ -39,14 +41,6 @@ def _sklearn_sources():
   digits = datasets.load_digits()
   photos = datasets.load_sample_images().images
   return digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64), photos
-
-
-def _box_iou(a, b):
-  iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-  ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-  inter = iw * ih
-  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-  return inter / union
 
 
 def _background(rng, photos, split, height, width):
@@ -97,7 +91,7 @@ def compose_scene(seed, split, digit_images, digit_labels, photos, canvas_range=
         continue
       x1, y1 = int(rng.integers(width - box_w + 1)), int(rng.integers(height - box_h + 1))
       cell = (x1, y1, x1 + box_w, y1 + box_h)
-      if all(_box_iou(cell, b) <= MAX_OVERLAP_IOU for b in boxes):
+      if np.all(box_ops.host_iou(cell, boxes) <= MAX_OVERLAP_IOU):
         index = pool[rng.integers(len(pool))]
         boxes.append(_paste_digit(canvas, rng, digit_images[index], cell))
         labels.append(int(digit_labels[index]))

@@ -41,6 +41,8 @@ from typing import Any, Hashable
 
 import numpy as np
 
+from jaxdet.ops import boxes as box_ops
+
 _ELEVEN_RECALL_THRESHOLDS = np.arange(11, dtype=np.float64) / 10.0
 
 
@@ -90,26 +92,6 @@ def _all_point_ap(recall: np.ndarray, precision: np.ndarray) -> float:
   changes = np.flatnonzero(padded_recall[1:] != padded_recall[:-1]) + 1
   widths = padded_recall[changes] - padded_recall[changes - 1]
   return float(np.sum(widths * envelope[changes]))
-
-
-def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  """IoU of one (x1, y1, x2, y2) box with each row of ``boxes`` [n, 4].
-
-  Continuous coordinates (width = x2 - x1, no devkit +1). A pair whose union
-  has zero area gets IoU 0.
-  """
-  top_left = np.maximum(box[:2], boxes[:, :2])
-  bottom_right = np.minimum(box[2:], boxes[:, 2:])
-  inter_w, inter_h = np.clip(bottom_right - top_left, 0.0, None).T
-  intersection = inter_w * inter_h
-  union = _box_area(box) + _box_area(boxes) - intersection
-  return np.divide(
-    intersection, union, out=np.zeros_like(intersection), where=union > 0
-  )
-
-
-def _box_area(boxes: np.ndarray) -> np.ndarray:
-  return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
 def evaluate_voc(
@@ -238,7 +220,7 @@ def _match_detections(
     if len(gt_boxes) == 0:
       is_fp[d] = True
       continue
-    overlaps = _iou_one_to_many(box, gt_boxes)
+    overlaps = box_ops.host_iou(box, gt_boxes)
     best = int(np.argmax(overlaps))
     if overlaps[best] < iou_threshold:
       is_fp[d] = True

@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Detectron's clamp on the predicted log-scale, log(1000 / 16): keeps exp() finite for wild
 # predictions early in training (Girshick, Detectron, box_utils.BBOX_XFORM_CLIP).
@@ -33,6 +34,19 @@ def box_area(boxes):
   width = jnp.maximum(boxes[..., 2] - boxes[..., 0], 0.0)
   height = jnp.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
   return width * height
+
+
+def host_iou(box, boxes):
+  """IoU of one (x1, y1, x2, y2) box with each row of ``boxes [n, 4]``, in numpy float64 on the
+  host (evaluation, dataset generation); a pair whose union has zero area gets 0."""
+  box, boxes = np.asarray(box, np.float64), np.asarray(boxes, np.float64).reshape(-1, 4)
+  top_left = np.maximum(box[:2], boxes[:, :2])
+  bottom_right = np.minimum(box[2:], boxes[:, 2:])
+  inter_w, inter_h = np.clip(bottom_right - top_left, 0.0, None).T
+  intersection = inter_w * inter_h
+  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+  union = area(box) + area(boxes) - intersection
+  return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 def pairwise_iou(boxes_a, boxes_b):
