@@ -3,7 +3,7 @@ r"""RetinaNet (Lin et al. 2017) recipes; pick one with
 
 Variants:
   tiny_digits       default run: small ResNet-FPN on the shipped ``digit_scenes`` data, 128x128;
-                    ~10 min on a 2-core CPU (see README "What was measured").
+                    ~10 min on a 2-core CPU (README "Results on the shipped data").
   tiny_test         the smallest model, for tests and smoke runs.
   r50_fpn_coco_1x   the paper's ResNet-50-FPN COCO recipe (Sec. 5.1 "Optimization", Detectron
                     "1x"): batch 16, SGD momentum 0.9, lr 0.01 with 1k warmup steps, divided by 10

@@ -33,9 +33,10 @@ Default boxes: the recipes use the geometry of the released models, which ssd_pa
 ssd_coco.py compute and Caffe's PriorBox layer applies: per-layer ``min_sizes`` / ``max_sizes``
 in pixels from a step floored to whole percents (SSD300 VOC: 30, 60, 111, 162, 213, 264 and 60,
 ..., 315; PriorBox truncates sizes to integers), centres at ``(i + 0.5) step`` with ``steps``
-8, 16, 32, 64, 100, 300. ``--config.model.default_boxes.min_sizes=() --config.model.default_boxes.max_sizes=()
---config.model.default_boxes.steps=()`` gives the paper's Eq. 4 instead (``s_min``, ``s_max``,
-``first_scale``, centres at ``(i + 0.5) / |f_k|``).
+8, 16, 32, 64, 100, 300. ``--config.model.default_boxes.min_sizes=()
+--config.model.default_boxes.max_sizes=() --config.model.default_boxes.steps=()`` gives the
+paper's Eq. 4 instead (``s_min``, ``s_max``, ``first_scale``, centres at ``(i + 0.5) /
+|f_k|``).
 
 Decoding: Caffe's ``DetectionOutput`` (ssd_pascal.py's ``det_out_param``): per class the top
 400 boxes above 0.01, NMS at 0.45, then the best 200 per image.

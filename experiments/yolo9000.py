@@ -75,8 +75,7 @@ def coco_imagenet():
 def tiny(joint=True):
   """YOLOv2's ``tiny_digits`` network (3 priors) and recipe with the parity tree."""
   c = yolo_v2.cpu_digits_recipe(yolo_v2.tiny())
-  # Twice the other families' 3,000 steps: the unseen digits' AP50 was 0.033 at 3,000 and 0.070
-  # at 6,000 (README, 2026-11-28), ~13-17 minutes on the 2-core CPU.
+  # Twice the other families' 3,000 steps: the unseen digits need them (docs/results.md).
   c.train.total_steps = 6000
   with_wordtree(c.model)
   c.model.tree.pairs = DIGIT_PARITY_TREE

@@ -115,10 +115,8 @@ def pretrain_imagenet():
 def pretrain_digits():
   """``tiny()``'s first 9 convolutions (all but the one after the fifth pooling, which at the
   detector's 128x128 works on the 4x4 map) on ``digit_crops``, at 64x64, batch 32, 4,000 steps
-  of the CPU schedule, YOLO augmentation without flips. The test split's writers are not in the
-  training split, so the augmentation matters: after 1,500 steps, test top-1 was 0.37 without
-  any augmentation (0.97 on the training batches), 0.37 with it and no flips, 0.21 with flips
-  (2-core CPU, 2026-11-28)."""
+  of the CPU schedule, YOLO augmentation without flips: the test split's writers are not in the
+  training split, and a mirrored digit is another glyph (docs/results.md)."""
   return config_lib.digits_pretraining_recipe(
       pretraining_model(tiny().model, TINY_PRETRAINED_CONVS))
 

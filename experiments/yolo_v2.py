@@ -140,8 +140,7 @@ def tiny(num_classes=10):
 def cpu_digits_recipe(c):
   """The YOLO CPU schedule for ``tiny()`` networks (this file's and YOLO9000's ``tiny_digits``)
   at twice its rate, 0.04: the miniatures were tuned at 0.02 when their squared errors were
-  not yet halved (darknet's gradients); 0.04 takes the same steps on them. At 0.02, YOLO9000's
-  unseen digits fell from AP50 0.078 to 0.002 (README)."""
+  not yet halved (darknet's gradients); 0.04 takes the same steps on them (docs/results.md)."""
   c = config_lib.yolo_cpu_digits_recipe(c)
   c.train.schedule.base_lr = 0.04
   return c

@@ -7,10 +7,9 @@ import shutil
 import tempfile
 
 # LLVM's optimisation level 0 for the compiled programs: the tests compile hundreds of tiny
-# programs and run each a few times, so compiling dominates; level 0 compiles them ~1.5x faster
-# (the whole suite here: 11 min 35 s -> 7 min 51 s). Its results differ from the default
-# level's in float rounding only (a tiny RetinaNet's gradients: <= 6e-8 apart, values up to
-# 1.7); the bit-exact tests compare runs compiled alike. Training and benchmarks keep the default.
+# programs and run each a few times, so compiling dominates, and level 0 compiles them faster.
+# Its results differ from the default level's in float rounding only; the bit-exact tests
+# compare runs compiled alike. Training and benchmarks keep the default.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"

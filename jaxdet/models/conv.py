@@ -24,9 +24,8 @@ def pointwise_conv(x, w, strides):
   """A 1x1 convolution without padding: a matrix product over the channels."""
   if any(s > 1 for s in strides):
     x = lax.slice(x, (0, 0, 0, 0), x.shape, (1, *strides, 1))
-  # As a 2-D [N H W, C_in] x [C_in, C_out] product: its kernel gradient is then a 2-D product
-  # too, 1.3-2.2x faster on XLA:CPU than the one contracting (n, h, w) that a 4-D matmul's
-  # gradient gives (bottleneck 1x1 convolutions with batch norm around them, forward + backward).
+  # As a 2-D [N H W, C_in] x [C_in, C_out] product, so that its kernel gradient is a 2-D
+  # product too, which XLA:CPU runs faster than a 4-D matmul's (BENCHMARKS.md).
   n, height, width, cin = x.shape
   y = jnp.matmul(x.reshape(-1, cin), w.reshape(w.shape[2:]))
   return y.reshape(n, height, width, w.shape[3])
@@ -37,9 +36,8 @@ def pointwise_conv(x, w, strides):
 WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
 WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
 WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
-# Below these the 16 products are too thin to repay the transforms (BENCHMARKS.md): YOLOv3-416's
-# 13x13 maps at batch 2 (98 tiles) made its inference 1.5x slower in Winograd form, and the
-# tiny_digits models' 64-channel layers their train steps 1.06-1.33x slower.
+# Below these the 16 products are too thin to repay the transforms (BENCHMARKS.md: small maps
+# and 64-channel layers ran slower in Winograd form).
 WINOGRAD_MIN_TILES = 256
 WINOGRAD_MIN_CHANNELS = 128
 

@@ -119,7 +119,7 @@ def _max_pool_backward(window, stride, padding, input_size, first_max, grad):
   """Each window's gradient goes to its first maximum: shift ``t``'s share, spread back to
   the input positions it read (stride - 1 zeros between rows and columns), summed over ``t``.
   One pass over the input, where autodiff of the maxima chain splits ties and re-evaluates the
-  chain per shift (109 ms for SSD300's pool5 gradient, batch 4)."""
+  chain per shift."""
   padded_h = input_size[0] + sum(padding[0])
   padded_w = input_size[1] + sum(padding[1])
   out_h, out_w = grad.shape[1:3]

@@ -144,9 +144,9 @@ def ssd_default_boxes(image_size, feature_sizes, aspect_ratios, s_min=0.2, s_max
   if steps and len(steps) != layers:
     raise ValueError(f"{layers} feature maps but {len(steps)} steps")
   level_boxes, per_cell = [], []
-  for l, ((rows, cols), ratios) in enumerate(zip(feature_sizes, aspect_ratios)):
-    shapes = ssd_cell_shapes(*sizes[l], ratios) * unit
-    stride = steps[l] if steps else (height / rows, width / cols)
+  for level, ((rows, cols), ratios) in enumerate(zip(feature_sizes, aspect_ratios)):
+    shapes = ssd_cell_shapes(*sizes[level], ratios) * unit
+    stride = steps[level] if steps else (height / rows, width / cols)
     level_boxes.append(grid_anchors(rows, cols, stride, shapes))
     per_cell.append(len(shapes))
   boxes = np.concatenate(level_boxes)

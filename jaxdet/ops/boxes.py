@@ -44,8 +44,8 @@ def host_iou(box, boxes):
   bottom_right = np.minimum(box[2:], boxes[:, 2:])
   inter_w, inter_h = np.clip(bottom_right - top_left, 0.0, None).T
   intersection = inter_w * inter_h
-  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-  union = area(box) + area(boxes) - intersection
+  box_area = (box[2] - box[0]) * (box[3] - box[1])
+  union = box_area + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - intersection
   return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 

@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdet.models import conv
 from jaxdet.models import darknet
 
 # darknet's cfg/darknet19.cfg, layer by layer: ("conv", filters, size) or ("max",).

@@ -20,7 +20,9 @@ jit_nms = jax.jit(batched_nms, static_argnames=STATIC)
 def oracle_iou(a, b):
   a = np.asarray(a, np.float64)
   b = np.asarray(b, np.float64)
-  area = lambda x: max(x[2] - x[0], 0.0) * max(x[3] - x[1], 0.0)
+
+  def area(x):
+    return max(x[2] - x[0], 0.0) * max(x[3] - x[1], 0.0)
   iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
   ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
   inter = iw * ih

@@ -7,7 +7,7 @@ import pytest
 from jaxdet.ops import anchors
 from jaxdet.ops import losses
 from jaxdet.ops import matching
-from tests.ops.test_boxes import brute_force_iou, random_boxes
+from tests.ops.test_boxes import random_boxes
 
 SSD300_MAPS = ((38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1))
 SSD300_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
