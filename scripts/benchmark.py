@@ -13,7 +13,8 @@ batched NMS alone. Run from the checkout:
   python scripts/benchmark.py --parts=train --coordinator_address=host0:1234 \
       --num_processes=2 --process_id=0        # one of several hosts (README: multi-host runs)
 
-Results go to BENCHMARKS.md with the command, machine and date.
+With --json the results, with their command, commit, machine and date, go to a file under
+benchmarks/results/; scripts/benchmark_report.py turns those into BENCHMARKS.md.
 """
 import datetime
 import json
@@ -22,6 +23,7 @@ import platform
 import re
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -179,31 +181,19 @@ def benchmark():
   results = {"family": config.model.family,
              "backbone": backbone.to_dict() if hasattr(backbone, "to_dict") else backbone,
              "image_size": size, "batch_size": batch_size, "dtype": config.model.dtype,
-             "backend": detector.backend,
-             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-             "processes": jax.process_count(),
-             "jax": jax.__version__, "host": platform.node(),
-             "date": datetime.date.today().isoformat()}
-
-  def record(name, timing, images=batch_size):
-    first, median, best = timing
-    results[name] = {"compile_and_first_s": round(first, 3), "median_s": round(median, 4),
-                     "min_s": round(best, 4), "images_per_s": round(images / median, 3)}
-    if jax.process_index() == 0:
-      print(f"{name:>10}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
-            f"{images / median:8.2f} images/s  (compile + first {first:.1f} s)", flush=True)
+             "backend": detector.backend}
+  record = recorder(results, batch_size)
 
   def time_model(suffix, detector, state):
     """Train step and inference of ``detector``; returns the trained state."""
     if "train" in _PARTS.value:
       step = state_lib.jit_train_step(detector, tx, schedule, config.train.ema_decay, mesh)
-      holder = {"state": state}
 
       def train_once():
-        holder["state"], metrics = step(holder["state"], batch)
+        nonlocal state
+        state, metrics = step(state, batch)
         return metrics["loss"]
       record("train" + suffix, time_calls(train_once, _STEPS.value))
-      state = holder["state"]
     if "inference" in _PARTS.value:
       predict = state_lib.jit_predict_step(detector, (size, size), mesh)
       variables = state.eval_variables()
@@ -246,23 +236,58 @@ def benchmark():
 def benchmark_wordtree(batch_size):
   if _PARTS.value != ["wordtree"]:
     raise app.UsageError("--parts=wordtree builds no model: time it alone")
-  results = {"part": "wordtree", "batch_size": batch_size, "nodes": _WORDTREE_NODES.value,
-             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-             "jax": jax.__version__, "host": platform.node(),
-             "date": datetime.date.today().isoformat()}
-
-  def record(name, timing):
-    first, median, best = timing
-    results[name] = {"compile_and_first_s": round(first, 3), "median_ms": round(median * 1e3, 2),
-                     "min_ms": round(best * 1e3, 2)}
-    print(f"{name:>22}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
-          f"(compile + first {first:.1f} s)", flush=True)
-
-  time_wordtree(batch_size, _WORDTREE_NODES.value, _STEPS.value, record)
+  results = {"part": "wordtree", "batch_size": batch_size, "nodes": _WORDTREE_NODES.value}
+  time_wordtree(batch_size, _WORDTREE_NODES.value, _STEPS.value,
+                recorder(results, batch_size))
   report(results)
 
 
+def recorder(results, images):
+  """``record(name, (first, median, min) seconds)``: one entry of ``results`` per timed part,
+  the same fields for every part, also printed."""
+  def record(name, timing, images=images):
+    first, median, best = timing
+    results[name] = {"compile_and_first_s": round(first, 3), "median_s": round(median, 4),
+                     "min_s": round(best, 4), "images_per_s": round(images / median, 3)}
+    if jax.process_index() == 0:
+      print(f"{name:>22}: median {median * 1e3:9.2f} ms  min {best * 1e3:9.2f} ms  "
+            f"{images / median:8.2f} images/s  (compile + first {first:.1f} s)", flush=True)
+  return record
+
+
+def git(*args):
+  return subprocess.run(["git", *args], cwd=runtime.REPO_ROOT, capture_output=True, text=True,
+                        check=True, timeout=10).stdout.strip()
+
+
+def git_commit():
+  """The checkout's commit (``+`` if it has uncommitted changes), or "unknown" without git."""
+  try:
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + ("+" if dirty else "")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def cpu_model():
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    return platform.processor() or "unknown"
+
+
+def provenance():
+  """What a result needs to be traced: command, commit, machine, versions and time (UTC)."""
+  return {"command": " ".join(["python", *sys.argv]), "commit": git_commit(),
+          "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+          "processes": jax.process_count(), "cpu": f"{os.cpu_count()} x {cpu_model()}",
+          "host": platform.node(), "jax": jax.__version__,
+          "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
 def report(results):
+  results.update(provenance())
   results.update(peak_memory())
   if jax.process_index() != 0:
     return

@@ -9,13 +9,13 @@ A model's ``backend`` is passed down explicitly, like its ``dtype``, from ``conf
   ones (``jaxdet.models.conv``), a max-pool gradient to each window's first maximum instead of
   XLA's select-and-scatter (``jaxdet.models.layers``), and XLA:CPU compiler options that give the
   remaining convolutions to Eigen (:func:`compiler_options`). Every part was measured on CPU
-  only (BENCHMARKS.md), so nothing of it runs on an accelerator unless asked for.
+  only (docs/benchmark_history.md), so nothing of it runs on an accelerator unless asked for.
 """
 import jax
 
 BACKENDS = ("xla", "cpu_fast")
 # XLA:CPU's default YNNPACK fusions less its convolutions: Eigen's k x k convolution gradients
-# were 4-5x faster than YNNPACK's here (BENCHMARKS.md).
+# were 4-5x faster than YNNPACK's here (docs/benchmark_history.md).
 CPU_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 
 

@@ -3,7 +3,7 @@
 
 By default XLA:CPU hands convolutions to YNNPACK, whose kernel gradient (batch and feature
 dimensions swapped) is 2-8x slower than the forward pass, and runs 1x1 convolutions and their
-input gradients slower than the matrix products they are (BENCHMARKS.md). So here:
+input gradients slower than the matrix products they are (docs/benchmark_history.md). So here:
 
 * a 1x1 convolution is the 2-D matrix product ``X[:, ::s, ::s] W`` over N H W rows (its
   gradients are 2-D products too);
@@ -25,7 +25,7 @@ def pointwise_conv(x, w, strides):
   if any(s > 1 for s in strides):
     x = lax.slice(x, (0, 0, 0, 0), x.shape, (1, *strides, 1))
   # As a 2-D [N H W, C_in] x [C_in, C_out] product, so that its kernel gradient is a 2-D
-  # product too, which XLA:CPU runs faster than a 4-D matmul's (BENCHMARKS.md).
+  # product too, which XLA:CPU runs faster than a 4-D matmul's (docs/benchmark_history.md).
   n, height, width, cin = x.shape
   y = jnp.matmul(x.reshape(-1, cin), w.reshape(w.shape[2:]))
   return y.reshape(n, height, width, w.shape[3])
@@ -36,8 +36,8 @@ def pointwise_conv(x, w, strides):
 WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)
 WINOGRAD_G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float32)
 WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float32)
-# Below these the 16 products are too thin to repay the transforms (BENCHMARKS.md: small maps
-# and 64-channel layers ran slower in Winograd form).
+# Below these the 16 products are too thin to repay the transforms (small maps and 64-channel
+# layers ran slower in Winograd form: docs/benchmark_history.md).
 WINOGRAD_MIN_TILES = 256
 WINOGRAD_MIN_CHANNELS = 128
 
