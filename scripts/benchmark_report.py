@@ -36,9 +36,9 @@ def what(run):
   if run.get("part") == "wordtree":
     return f"WordTree softmax, {run['nodes']} nodes, batch {run['batch_size']}"
   backbone = run.get("backbone")
-  name = backbone if isinstance(backbone, str) else run["family"]
-  return (f"{run['family']} ({name}), {run['image_size']}x{run['image_size']}, batch "
-          f"{run['batch_size']}, {run['dtype']}, {run.get('backend', '?')}")
+  name = f"{run['family']} ({backbone})" if isinstance(backbone, str) else run["family"]
+  return (f"{name}, {run['image_size']}x{run['image_size']}, batch {run['batch_size']}, "
+          f"{run['dtype']}, {run.get('backend', '?')}")
 
 
 def table(runs):

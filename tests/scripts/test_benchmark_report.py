@@ -23,7 +23,7 @@ def test_a_run_becomes_a_row_of_hand_checked_cells(tmp_path):
   document = f"# B\n{benchmark_report.BEGIN}\nold\n{benchmark_report.END}\ntail\n"
   rendered = benchmark_report.render(document, benchmark_report.load_runs(str(tmp_path)))
   row = next(line for line in rendered.splitlines() if line.startswith("| 1 |"))
-  assert row == ("| 1 | ssd (ssd), 300x300, batch 4, float32, cpu_fast | 2026-12-07 06:46 UTC | "
+  assert row == ("| 1 | ssd, 300x300, batch 4, float32, cpu_fast | 2026-12-07 06:46 UTC | "
                  "`abc1234` | 1 x cpu (2 x AMD EPYC) | 4,569.8 | 1,250.0 | 31.2 |  | 2.9 |")
   assert "1. `python scripts/benchmark.py --config=experiments/ssd.py:ssd300_voc` (run.json)" \
       in rendered
