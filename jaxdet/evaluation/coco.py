@@ -14,7 +14,7 @@ def category_ids(source):
 
 
 def ground_truth_dataset(ground_truths, class_names, cat_ids):
-  """A COCO-format dict from ``{image_id: annotations}`` (original pixels, see sources.py).
+  """A COCO-format dict from ``{image_id: annotations}`` (original pixels, see jaxdet.data.sources).
   Boxes labelled outside ``[0, num_classes)`` are left out, as the training pipeline drops them."""
   images, annotations = [], []
   for image_id, gt in ground_truths.items():
