@@ -27,21 +27,19 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_flags
+import numpy as np
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-import jax  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxdet import detectors  # noqa: E402
-from jaxdet import distributed  # noqa: E402
-from jaxdet import runtime  # noqa: E402
-from jaxdet.ops import nms  # noqa: E402
-from jaxdet.ops import wordtree  # noqa: E402
-from jaxdet.train import sharding  # noqa: E402
-from jaxdet.train import state as state_lib  # noqa: E402
+from jaxdet import detectors
+from jaxdet import distributed
+from jaxdet import runtime
+from jaxdet.ops import nms
+from jaxdet.ops import wordtree
+from jaxdet.train import sharding
+from jaxdet.train import state as state_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(runtime.REPO_ROOT, "experiments", "retinanet.py") + ":r50_fpn_coco_1x",
@@ -95,7 +93,9 @@ def clustered_candidates(rng, batch_size, num, image_size, num_classes):
   centres = rng.uniform(0, image_size, (batch_size, 40, 2))
   sizes = rng.uniform(20, 200, (batch_size, 40, 2))
   pick = rng.integers(0, 40, (batch_size, num))
-  take = lambda a: np.take_along_axis(a, pick[..., None], axis=1)  # noqa: E731
+  def take(a):
+    return np.take_along_axis(a, pick[..., None], axis=1)
+
   c = take(centres) + rng.normal(0, 8, (batch_size, num, 2))
   s = take(sizes) * rng.uniform(0.8, 1.2, (batch_size, num, 2))
   boxes = np.concatenate([c - s / 2, c + s / 2], -1).astype(np.float32)

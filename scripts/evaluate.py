@@ -10,18 +10,15 @@ On several hosts, run the same command on each (flags as train.py's): each host 
 share of the images and process 0 scores them all.
 """
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
+from absl import flags
+import jax
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-import jax  # noqa: E402
-
-from jaxdet import distributed  # noqa: E402
-from jaxdet import errors  # noqa: E402
-from jaxdet import runtime  # noqa: E402
+from jaxdet import distributed
+from jaxdet import errors
+from jaxdet import runtime
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.",
                                required=True)

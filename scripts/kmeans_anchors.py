@@ -10,18 +10,14 @@ Train with them: ``--config.model.priors_file=priors.json`` (YOLOv2 reads ``prio
 YOLOv3 ``priors_pixels``).
 """
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from jaxdet import runtime  # noqa: E402
-from jaxdet.data import anchor_kmeans  # noqa: E402
-from jaxdet.data import sources  # noqa: E402
+from jaxdet import runtime
+from jaxdet.data import anchor_kmeans
+from jaxdet.data import sources
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", runtime.DEFAULT_CONFIG, "Experiment config: its data.train split, input size and "

@@ -11,14 +11,12 @@ import glob
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
+from absl import flags
+import numpy as np
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxdet import errors  # noqa: E402
-from jaxdet import runtime  # noqa: E402
+from jaxdet import errors
+from jaxdet import runtime
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.",
                                required=True)

@@ -11,18 +11,14 @@ On several hosts, run the same command on each (README: "Multi-host runs"), e.g.
 
   python scripts/train.py ... --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from jaxdet import distributed  # noqa: E402
-from jaxdet import errors  # noqa: E402
-from jaxdet import runtime  # noqa: E402
+from jaxdet import distributed
+from jaxdet import errors
+from jaxdet import runtime
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", runtime.DEFAULT_CONFIG, "Experiment config file, as path.py:variant.",

@@ -215,7 +215,7 @@ def per_class_nms(boxes, scores, *, score_threshold: float, top_k: int, iou_thre
   kept = per_class.scores.shape[1]
   ranked = jnp.where(per_class.valid, per_class.scores, -jnp.inf).reshape(batch, -1)
   _, best = lax.top_k(ranked, min(max_output, num_classes * kept))
-  pick = lambda x: jnp.take_along_axis(  # noqa: E731  (invalid entries are zero already)
+  pick = lambda x: jnp.take_along_axis(  # invalid entries are zero already
       x.reshape(batch, num_classes * kept, *x.shape[2:]),
       best.reshape(*best.shape, *(1,) * (x.ndim - 2)), axis=1)
   valid = pick(per_class.valid)

@@ -6,6 +6,7 @@ and ``config`` (the run's full config as JSON, so evaluate/predict need only the
 Orbax writes to a temporary directory and renames it when complete, so a run killed mid-save
 (even ``kill -9``) resumes from the last complete checkpoint.
 """
+import errno
 import logging
 import os
 
@@ -70,11 +71,41 @@ class IncompatibleCheckpointError(errors.ReportedError, ValueError):
   """A checkpoint whose arrays do not fit the model (a changed model, not a damaged file)."""
 
 
+# What an operator acts on when a checkpoint cannot be written or read.
+FILE_SYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES,
+                      errno.EPERM, errno.ENOENT, errno.ESTALE)
+
+
+def exception_chain(error):
+  """``error`` and the exceptions it was raised from or while handling, outermost first."""
+  seen = []
+  while error is not None and all(error is not e for e in seen):
+    seen.append(error)
+    error = error.__cause__ or error.__context__
+  return seen
+
+
+def file_system_reason(error):
+  """The operating system's reason (``"No space left on device"``) anywhere in ``error``'s
+  chain: an ``OSError``'s own, or one TensorStore wrote into a message; None if there is none."""
+  chain = exception_chain(error)
+  for e in chain:
+    if isinstance(e, OSError) and e.strerror:
+      return e.strerror
+  for e in chain:
+    for code in FILE_SYSTEM_ERRNOS:
+      if os.strerror(code) in str(e):
+        return os.strerror(code)
+  return None
+
+
 def short_error(error, limit=300):
-  """The first line of ``error``'s message without TensorStore's spec dump, at most ``limit``
-  characters."""
+  """``error`` in one line: the first line of its message without TensorStore's spec dump, at
+  most ``limit`` characters, followed by the file system's reason when that line lacks it."""
   text = str(error).split("\n")[0].split(" [tensorstore_spec=")[0]
-  return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+  line = f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+  reason = file_system_reason(error)
+  return line if reason is None or reason in line else f"{line} [{reason}]"
 
 
 def committed_steps(workdir):

@@ -79,7 +79,7 @@ def build_optimizer(cfg, schedule, frozen=None):
   chain = []
   if cfg.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
-  mask = lambda params: weight_decay_mask(params, cfg.decay_norm_params)  # noqa: E731
+  mask = lambda params: weight_decay_mask(params, cfg.decay_norm_params)
   if cfg.name == "sgd":
     if cfg.weight_decay > 0:
       chain.append(optax.add_decayed_weights(cfg.weight_decay, mask=mask))

@@ -56,7 +56,7 @@ def test_frozen_batch_norm_in_bfloat16_normalises_in_float32():
 
 def test_frozen_batch_norm_variables_are_batch_norms():
   x = jnp.zeros((1, 2, 2, 5))
-  abstract = lambda module: jax.eval_shape(module.init, jax.random.PRNGKey(0), x)  # noqa: E731
+  abstract = lambda module: jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
   assert abstract(layers.FrozenBatchNorm()) == abstract(nn.BatchNorm(use_running_average=True))
 
 

@@ -41,7 +41,7 @@ def test_focal_gamma_zero_is_alpha_weighted_cross_entropy():
 def test_focal_no_nan_at_extreme_logits(gamma):
   x = jnp.array([-1e4, -100.0, 0.0, 100.0, 1e4])
   for y in (jnp.zeros(5), jnp.ones(5)):
-    loss = lambda v: losses.sigmoid_focal_loss(v, y, 0.25, gamma).sum()  # noqa: E731,B023
+    loss = lambda v: losses.sigmoid_focal_loss(v, y, 0.25, gamma).sum()
     value, grad = jax.value_and_grad(loss)(x)
     assert np.isfinite(value) and np.all(np.isfinite(grad))
 

@@ -101,7 +101,7 @@ def jaccard_overlap(a, b):
   if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
     return 0.0
   inter = (min(a[2], b[2]) - max(a[0], b[0])) * (min(a[3], b[3]) - max(a[1], b[1]))
-  size = lambda box: 0.0 if box[2] < box[0] or box[3] < box[1] else (  # noqa: E731
+  size = lambda box: 0.0 if box[2] < box[0] or box[3] < box[1] else (
       (box[2] - box[0]) * (box[3] - box[1]))
   return inter / (size(a) + size(b) - inter)
 

@@ -27,7 +27,7 @@ def test_grid_order_is_level_row_column_prior():
 
 
 def test_decode_by_hand_and_encode_inverts_it():
-  logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+  logit = lambda p: math.log(p / (1 - p))
   # Cell (2, 1) of stride 32, prior 40 x 30: centre (2.25, 1.5) cells = (72, 48) px, size
   # (40 e^0.5, 30 e^-1).
   t = jnp.array([[logit(0.25), logit(0.5), 0.5, -1.0]], jnp.float32)

@@ -5,9 +5,7 @@ import subprocess
 import sys
 
 from jaxdet.runtime import REPO_ROOT
-
-sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
-import benchmark_report  # noqa: E402  pylint: disable=wrong-import-position
+from scripts import benchmark_report
 
 RUN = {"family": "ssd", "backbone": None, "image_size": 300, "batch_size": 4,
        "dtype": "float32", "backend": "cpu_fast", "train": {"median_s": 4.5698},

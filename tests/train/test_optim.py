@@ -135,7 +135,7 @@ def test_frozen_parameters_get_no_update_no_decay_and_no_state():
   np.testing.assert_allclose(updates["head"]["kernel"], [-0.1 * 1.9 * (1 + 4e-4)], rtol=1e-6)
   # Momentum is kept for the trained value only: the state is the size of a plain optimizer's
   # over the trained parameters alone (its momentum and the schedule's step count).
-  size = lambda state: sum(leaf.size for leaf in jax.tree.leaves(state))  # noqa: E731
+  size = lambda state: sum(leaf.size for leaf in jax.tree.leaves(state))
   plain = optim.build_optimizer(sgd_config(), lambda step: 0.1).init({"head": params["head"]})
   assert size(opt_state) == size(plain) == 2
 

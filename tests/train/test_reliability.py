@@ -57,11 +57,10 @@ def mount_tmpfs(path, size):
 
 def fill(directory):
   """Writes zeros into ``directory`` until its file system is full."""
-  with open(os.path.join(directory, "filler"), "wb") as f:
+  with open(os.path.join(directory, "filler"), "wb", buffering=0) as f:  # nothing left to flush
     try:
       while True:
         f.write(bytes(1 << 20))
-        f.flush()
     except OSError:
       pass
 
@@ -83,7 +82,8 @@ def test_a_failed_save_stops_the_run_at_the_next_check_and_the_rerun_resumes(sce
     assert process.returncode == 1, output
     last_line = output.strip().splitlines()[-1]
     assert last_line.startswith("error: saving a checkpoint in"), output
-    assert "No space left on device" in last_line and "Last committed step: 4" in last_line
+    assert "No space left on device" in last_line, last_line
+    assert "Last committed step: 4" in last_line, last_line
     assert workdir in last_line
     assert last_logged_step(output) <= 12, output     # stopped at the first check after step 8
     assert "Exception ignored" not in output          # no interpreter-shutdown noise
@@ -96,6 +96,30 @@ def test_a_failed_save_stops_the_run_at_the_next_check_and_the_rerun_resumes(sce
     assert checkpoint.committed_steps(workdir) == [4, 6]
   finally:
     subprocess.run(["umount", "-l", mount], check=False)
+
+
+def raised_from(outer, inner):
+  try:
+    try:
+      raise inner
+    except Exception as e:
+      raise outer from e
+  except Exception as e:
+    return e
+
+
+def test_a_save_error_names_the_file_systems_reason_however_orbax_wraps_it():
+  long_path = "/scratch/" + "a" * 400
+  wrapped = raised_from(ValueError(f"Encountered error while writing {long_path}"),
+                        OSError(28, "No space left on device"))
+  assert "No space left on device" in checkpoint.short_error(wrapped)
+  tensorstore_like = ValueError(f"Error writing \"{long_path}\": No space left on device")
+  assert checkpoint.short_error(tensorstore_like).endswith("... [No space left on device]")
+  plain = RuntimeError("commit timed out\nsecond line")
+  assert checkpoint.short_error(plain) == "RuntimeError: commit timed out"
+  looped = RuntimeError("a")
+  looped.__context__ = looped
+  assert checkpoint.short_error(looped) == "RuntimeError: a"
 
 
 # --------------------------------------------------------------------- Damaged checkpoints.
