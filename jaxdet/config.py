@@ -54,7 +54,7 @@ def base_config():
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16
-  c.eval.metrics = ("coco",)                   # any of "coco", "voc07", "voc12"; () skips
+  c.eval.metrics = ("coco",)                   # names in jaxdet.evaluation.metrics; () skips
   c.eval.class_groups = ml_collections.ConfigDict()  # name -> class names: VOC mAP per group
   c.eval.allow_missing_images = False          # True: score the readable images (and say so)
   return c

@@ -36,6 +36,7 @@ import numpy as np
 from jaxdet import detectors
 from jaxdet import distributed
 from jaxdet import runtime
+from jaxdet.data import wordtrees
 from jaxdet.ops import nms
 from jaxdet.ops import wordtree
 from jaxdet.train import sharding
@@ -147,7 +148,7 @@ def time_wordtree(batch_size, num_nodes, steps, record):
   """YOLO9000's hierarchical softmax (``Pr(node)`` of every node, Sec. 4) and its loss with the
   gradient, over 13x13 cells x 3 priors (YOLO9000 at 416) of ``batch_size`` images; a flat
   softmax over as many classes is the baseline."""
-  tree = wordtree.synthetic_tree(num_nodes)
+  tree = wordtrees.synthetic_tree(num_nodes)
   rng = np.random.default_rng(0)
   logits = jax.device_put(rng.normal(size=(batch_size, 13, 13, 3, num_nodes)).astype(np.float32))
   labels = jax.device_put(rng.integers(0, num_nodes, size=(batch_size, 13, 13, 3)))

@@ -53,34 +53,8 @@ from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
 from jaxdet.detectors import yolo_v2
 from jaxdet.ops import losses
+from jaxdet.data import wordtrees
 from jaxdet.ops import wordtree
-
-
-def load_tree(tree_config):
-  """The WordTree of ``model.tree``: inline ``pairs`` of (node, parent name or ""), or a
-  ``file`` in darknet's format (``9k.tree``, optional ``names_file``) or of pairs."""
-  if tree_config.pairs and tree_config.file:
-    raise ValueError("set model.tree.pairs or model.tree.file, not both")
-  if tree_config.pairs:
-    return wordtree.from_pairs([tuple(p) for p in tree_config.pairs])
-  if not tree_config.file:
-    raise ValueError("YOLO9000 needs a WordTree: set model.tree.file (darknet's 9k.tree or a "
-                     "JSON/text list of (node, parent) pairs) or model.tree.pairs. darknet's "
-                     "tree, names and COCO map are data/9k.tree, data/9k.names and "
-                     "data/coco9k.map of https://github.com/pjreddie/darknet: "
-                     "--config.model.tree.file=9k.tree --config.model.tree.names_file=9k.names "
-                     "--config.model.class_map_file=coco9k.map")
-  if tree_config.format == "darknet":
-    return wordtree.read_darknet_tree(tree_config.file, tree_config.names_file or None)
-  if tree_config.format == "pairs":
-    return wordtree.read_pairs(tree_config.file)
-  raise ValueError(f"unknown model.tree.format {tree_config.format!r}; use 'darknet' or 'pairs'")
-
-
-def class_nodes(tree, class_names, map_file):
-  """Tree nodes of a dataset's classes: a darknet ``.map`` file if given, else by name."""
-  label_map = wordtree.read_label_map(map_file) if map_file else None
-  return wordtree.label_nodes(tree, class_names, label_map)
 
 
 class YOLO9000(yolo_v2.YOLOv2):
@@ -88,13 +62,14 @@ class YOLO9000(yolo_v2.YOLOv2):
   detection dataset's classes (those evaluated), the class outputs are the tree's nodes."""
 
   def __init__(self, config):
-    self.tree = load_tree(config.tree)
+    self.tree = wordtrees.load_tree(config.tree)
     super().__init__(config, class_outputs=len(self.tree.names))
     if not config.class_map_file and len(config.class_names) != config.num_classes:
       raise ValueError(f"model.class_names lists {len(config.class_names)} classes for "
                        f"num_classes={config.num_classes}; name the detection dataset's classes "
                        "(tree node names) or give model.class_map_file (e.g. coco9k.map)")
-    self.class_nodes = class_nodes(self.tree, tuple(config.class_names), config.class_map_file)
+    self.class_nodes = wordtrees.class_nodes(self.tree, tuple(config.class_names),
+                                             config.class_map_file)
     if len(self.class_nodes) != config.num_classes:
       raise ValueError(f"model.class_map_file maps {len(self.class_nodes)} classes for "
                        f"num_classes={config.num_classes}")
@@ -115,8 +90,8 @@ class YOLO9000(yolo_v2.YOLOv2):
                            f"model.class_names[{index}] is {model_name!r}: list the dataset's "
                            "classes in its order, or give model.class_map_file")
     classification = (None if classification_classes is None else
-                      class_nodes(self.tree, classification_classes,
-                                  self.config.classification_map_file))
+                      wordtrees.class_nodes(self.tree, classification_classes,
+                                            self.config.classification_map_file))
     return base.TrainingLabels(self.tree.names, tuple(self.detection_label_nodes),
                                classification)
 

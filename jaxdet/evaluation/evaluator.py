@@ -1,7 +1,7 @@
-"""Evaluation of any family: run ``detector.decode`` over a source, map detections back to the
-original image pixels, and score them with COCO AP (pycocotools) and/or VOC07 / VOC12 AP; a
-classifier's (``jaxdet.detectors.classifier``: its best classes as whole-image boxes) with top-1
-/ top-5 accuracy on a classification source."""
+"""Evaluation of any family: run its predict function over a source, map detections back to the
+original image pixels, and score them with the metrics ``config.eval.metrics`` names
+(:mod:`jaxdet.evaluation.metrics`: COCO AP, VOC07 / VOC12 AP, or a classifier's top-1 / top-5
+accuracy on a classification source)."""
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -10,12 +10,7 @@ from jaxdet import distributed
 from jaxdet import errors
 from jaxdet.data import pipeline
 from jaxdet.data import sources
-from jaxdet.evaluation import coco
-from jaxdet.evaluation import voc
-
-DETECTION_METRICS = ("coco", "voc07", "voc12")
-CLASSIFICATION_METRICS = {"top1": 1, "top5": 5}          # name -> k of top-k accuracy
-METRICS = DETECTION_METRICS + tuple(CLASSIFICATION_METRICS)
+from jaxdet.evaluation import metrics
 
 
 def ground_truths(source, issues, unreadable=None):
@@ -109,76 +104,13 @@ def detect(predict, source, gts, config, issues):
   return to_detections(detect_all(predict, source, config, issues), gts)
 
 
-def check_metrics(metrics):
-  unknown = set(metrics) - set(METRICS)
-  if unknown:
-    raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {METRICS}")
-  if set(metrics) & set(DETECTION_METRICS) and set(metrics) & set(CLASSIFICATION_METRICS):
-    raise ValueError(f"metrics {tuple(metrics)} mix detection {DETECTION_METRICS} and "
-                     f"classification {tuple(CLASSIFICATION_METRICS)} ones: one kind per run")
-
-
 def build_eval_source(config):
   """The source ``config.data.eval`` names: a classification one (``"digit_crops:test"``,
   ``"folder:DIR"``) for classification metrics, else a detection one."""
-  check_metrics(config.eval.metrics)
-  if set(config.eval.metrics) & set(CLASSIFICATION_METRICS):
+  if metrics.check(config.eval.metrics) == "classification":
     return sources.build_classification_source(config.data.eval, config.data.data_dir or None)
   return sources.build_source(config.data.eval, config.data.data_dir or None,
                               config.data.coco_json_dir)
-
-
-def top_k_accuracy(detections, gts, k):
-  """Share of the images whose ``image_label`` is among their ``k`` best-scored labels."""
-  hits = [gts[i]["image_label"] in d["labels"][np.argsort(-d["scores"], kind="stable")[:k]]
-          for i, d in detections.items()]
-  return float(np.mean(hits)) if hits else 0.0
-
-
-def group_means(ap_per_class, class_names, class_groups):
-  """``{group: mean AP of its classes}`` for ``class_groups`` (name -> class names)."""
-  index = {name: i for i, name in enumerate(class_names)}
-  means = {}
-  for group, names in class_groups.items():
-    unknown = [n for n in names if n not in index]
-    if unknown:
-      raise ValueError(f"eval.class_groups.{group} names classes {unknown} that the evaluation "
-                       f"set does not have ({list(class_names)[:10]}...)")
-    means[group] = float(np.mean([ap_per_class[index[n]] for n in names]))
-  return means
-
-
-def score(detections, gts, source, metrics, class_groups=None):
-  """``(metrics dict, printable report)`` for the requested ``metrics``; with ``class_groups``
-  (name -> class names) also each VOC metric's mean over each group (``voc12/mAP/<group>``)."""
-  check_metrics(metrics)
-  results, report = {}, []
-  if "coco" in metrics:
-    cat_ids = coco.category_ids(source)
-    stats, table = coco.evaluate_coco(
-        coco.ground_truth_dataset(gts, source.class_names, cat_ids),
-        coco.detection_results(detections, cat_ids))
-    results.update({f"coco/{k}": v for k, v in stats.items()})
-    report.append(f"COCO box AP ({len(gts)} images):\n{table}")
-  for name in ("voc07", "voc12"):
-    if name in metrics:
-      voc_gts = {i: dict(boxes=g["boxes"], labels=g["labels"], difficult=g["ignore"])
-                 for i, g in gts.items()}
-      voc_result = voc.evaluate_voc(detections, voc_gts, source.num_classes,
-                                    use_07_metric=name == "voc07")
-      results[f"{name}/mAP"] = voc_result["mAP"]
-      per_class = "\n".join(f"  {n:>15s}: {ap:.4f}" for n, ap in
-                            zip(source.class_names, voc_result["AP_per_class"]))
-      groups = group_means(voc_result["AP_per_class"], source.class_names, class_groups or {})
-      results.update({f"{name}/mAP/{group}": value for group, value in groups.items()})
-      per_group = "".join(f"  mean over {group}: {value:.4f}\n" for group, value in groups.items())
-      report.append(f"{name.upper()} mAP@0.5 = {voc_result['mAP']:.4f}\n{per_class}\n{per_group}")
-  for name, k in CLASSIFICATION_METRICS.items():
-    if name in metrics:
-      results[f"classification/{name}"] = top_k_accuracy(detections, gts, k)
-      report.append(f"top-{k} accuracy = {results[f'classification/{name}']:.4f} "
-                    f"({len(detections)} images)")
-  return results, "\n".join(report)
 
 
 def evaluate(predict, source, config, issues):
@@ -191,7 +123,7 @@ def evaluate(predict, source, config, issues):
   process 0 scores them once.
   Returns ``(metrics, report)`` with the metrics on every host and the report on process 0
   (empty elsewhere)."""
-  check_metrics(config.eval.metrics)  # on every host, before the detection pass
+  metrics.check(config.eval.metrics)  # on every host, before the detection pass
   stacked = detect_all(predict, source, config, issues)
   results, report = {}, ""
   if jax.process_index() == 0:
@@ -203,8 +135,8 @@ def evaluate(predict, source, config, issues):
                              config.eval.get("allow_missing_images", False))
     gts = {image_id: gts[image_id] for image_id in detections}
     groups = config.eval.get("class_groups")    # absent from configs saved before it existed
-    results, report = score(detections, gts, source, tuple(config.eval.metrics),
-                            groups.to_dict() if groups else {})
+    results, report = metrics.score(detections, gts, source, tuple(config.eval.metrics),
+                                    groups.to_dict() if groups else {})
     if names:
       results.update({"images_left_out": len(names), "boxes_left_out": boxes})
       report = f"{warning}\n{report}\n{warning}"

@@ -15,7 +15,7 @@ from experiments import yolo_v2 as yolo_v2_experiment
 from experiments import yolo_v3 as yolo_v3_experiment
 from jaxdet import config as config_lib
 from jaxdet import detectors
-from jaxdet.evaluation import evaluator
+from jaxdet.evaluation import metrics
 from jaxdet.models import yolo_v1_net
 from jaxdet.train import checkpoint
 from jaxdet.train import loop
@@ -108,12 +108,12 @@ def test_top_k_accuracy_by_hand():
                 in ((1, [2, 1, 0], [0.5, 0.3, 0.2]),      # top-1 hit
                     (2, [3, 0, 1], [0.2, 0.7, 0.1]),      # scores not sorted: 0 is the best
                     (3, [1, 0, 2], [0.6, 0.3, 0.1]))}     # 4 nowhere
-  assert evaluator.top_k_accuracy(detections, gts, 1) == pytest.approx(2 / 3)
-  assert evaluator.top_k_accuracy(detections, gts, 5) == pytest.approx(2 / 3)
+  assert metrics.top_k_accuracy(detections, gts, 1) == pytest.approx(2 / 3)
+  assert metrics.top_k_accuracy(detections, gts, 5) == pytest.approx(2 / 3)
   del detections[2]
-  assert evaluator.top_k_accuracy(detections, gts, 1) == pytest.approx(1 / 2)
+  assert metrics.top_k_accuracy(detections, gts, 1) == pytest.approx(1 / 2)
   with pytest.raises(ValueError, match="one kind per run"):
-    evaluator.check_metrics(("coco", "top1"))
+    metrics.check(("coco", "top1"))
 
 
 def test_transfer_copies_arrays_whose_path_and_shape_agree():

@@ -4,6 +4,7 @@ import pytest
 
 from jaxdet.evaluation import coco
 from jaxdet.evaluation import evaluator
+from jaxdet.evaluation import metrics
 
 
 def gt(boxes, labels, ignore=None, height=100, width=200):
@@ -80,9 +81,9 @@ def test_score_reports_voc_with_difficult_ignored():
     num_classes = 2
   gts = {1: gt([[10, 10, 60, 60], [100, 20, 180, 90]], [0, 1], ignore=[False, True])}
   dets = {1: det([[10, 10, 60, 60], [100, 20, 180, 90]], [0.9, 0.8], [0, 1])}
-  results, report = evaluator.score(dets, gts, Source(), ("voc07", "voc12"))
+  results, report = metrics.score(dets, gts, Source(), ("voc07", "voc12"))
   # Class 1's only truth is difficult: no positives, excluded from the mean.
   assert results["voc07/mAP"] == pytest.approx(1.0) and results["voc12/mAP"] == pytest.approx(1.0)
   assert "VOC07" in report and "VOC12" in report
   with pytest.raises(ValueError, match="unknown metrics"):
-    evaluator.score(dets, gts, Source(), ("map",))
+    metrics.score(dets, gts, Source(), ("map",))
