@@ -59,6 +59,12 @@ SSD300_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
 SSD512_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
 
 
+def ssd_augmentation():
+  """Photometric distortion, zoom-out up to 4x (the authors' Caffe; Sec. 3.6 says 16) and the
+  min-IoU crop (Sec. 2.2)."""
+  return config_lib.augmentation("ssd", expand_max_ratio=4.0)
+
+
 def caffe_prior_sizes(min_dim, min_ratio, max_ratio, first_ratios, num_layers):
   """``(min_sizes, max_sizes)`` in pixels as the authors' scripts compute them (ssd_pascal.py:
   a step of ``floor((max_ratio - min_ratio) / (L - 2))`` percent, the first layer at
@@ -127,7 +133,7 @@ def paper_recipe(size, dataset):
   c.model.default_boxes.steps = RELEASED_STEPS[size]
   c.data.image_size = (size, size)
   c.data.keep_aspect_ratio = False                    # warped to the square input
-  c.data.augment = "ssd"
+  c.data.augment = ssd_augmentation()
   c.train.batch_size = 32
   c.train.total_steps = steps
   c.train.log_every = 100
@@ -162,7 +168,7 @@ def tiny(num_classes=10):
   c.data.image_size = (128, 128)
   c.data.max_boxes = 16
   c.data.keep_aspect_ratio = False
-  c.data.augment = "ssd"
+  c.data.augment = ssd_augmentation()
   return c
 
 

@@ -52,6 +52,11 @@ PAPER_BATCH = 64
 TINY_PRETRAINED_CONVS = 9          # tiny()'s convolutions before its last one (see pretrain_digits)
 
 
+def yolo_augmentation():
+  """Sec. 2.2: scaling and translations of up to 20%, exposure and saturation up to 1.5x."""
+  return config_lib.augmentation("yolo", jitter=0.2, saturation=1.5, exposure=1.5, hue=0.0)
+
+
 def epochs_to_steps(epochs, images=VOC0712_TRAINVAL_IMAGES, batch=PAPER_BATCH):
   return round(epochs * images / batch)
 
@@ -85,7 +90,7 @@ def paper_recipe(fast=False):
   c.eval.metrics = ("voc07",)
   c.data.image_size = (448, 448)
   c.data.keep_aspect_ratio = False                    # warped to the square input
-  c.data.augment = "yolo"                             # jitter 0.2, saturation and exposure 1.5
+  c.data.augment = yolo_augmentation()
   c.train.batch_size = PAPER_BATCH
   c.train.total_steps = epochs_to_steps(135)
   c.train.log_every = 100
@@ -135,7 +140,7 @@ def tiny(num_classes=10):
   c.data.image_size = (128, 128)
   c.data.max_boxes = 16
   c.data.keep_aspect_ratio = False
-  c.data.augment = "yolo"
+  c.data.augment = yolo_augmentation()
   c.data.random_flip = False
   return c
 

@@ -86,11 +86,8 @@ def yolo_augmentation(c):
   the paper's "similar data augmentation to YOLO and SSD" (Sec. 3), on jaxdet's YOLO
   augmentation, whose jitter is YOLOv1's scale and shift of up to 20% (darknet's loader moves
   each side of its crop by up to 20% independently)."""
-  c.data.augment = "yolo"
-  c.data.jitter = 0.2
-  c.data.hue = 0.1
-  c.data.saturation = 1.5
-  c.data.exposure = 1.5
+  c.data.augment = config_lib.augmentation("yolo", jitter=0.2, saturation=1.5, exposure=1.5,
+                                           hue=0.1)
 
 
 def paper_recipe(dataset, eval_size):

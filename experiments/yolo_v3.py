@@ -72,11 +72,8 @@ def yolo_augmentation(c, jitter):
   shift of up to ``jitter`` (jaxdet.data.augment), where darknet's loader of 2018 jitters the
   aspect ratio by ``jitter`` and the scale by U(0.25, 2) and places the image on a grey
   canvas."""
-  c.data.augment = "yolo"
-  c.data.jitter = jitter
-  c.data.hue = 0.1
-  c.data.saturation = 1.5
-  c.data.exposure = 1.5
+  c.data.augment = config_lib.augmentation("yolo", jitter=jitter, saturation=1.5,
+                                           exposure=1.5, hue=0.1)
 
 
 def paper_recipe(size):

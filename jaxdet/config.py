@@ -6,6 +6,14 @@ import ml_collections
 from jaxdet import errors
 
 
+def augmentation(name, **options):
+  """``config.data.augment``: the augmentation registered as ``name`` in
+  ``jaxdet.data.augment`` ("" for none) and its options, e.g. ``augmentation("yolo",
+  jitter=0.2, hue=0.1)``; options left out take the augmentation's defaults (the paper's) and
+  cannot be set from the command line, so a recipe lists those it means."""
+  return ml_collections.ConfigDict(dict(name=name, **options))
+
+
 def base_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -22,12 +30,7 @@ def base_config():
   c.data.max_boxes = 100                       # ground-truth budget M per image
   c.data.random_flip = True
   c.data.keep_aspect_ratio = True              # False: warp to image_size (SSD, YOLO)
-  c.data.augment = ""                          # family augmentation: "", "ssd" or "yolo"
-  c.data.expand_max_ratio = 4.0                # SSD zoom-out canvas up to 4x (Sec. 3.6: 16)
-  c.data.jitter = 0.2                          # YOLO: scale 1 +- 0.2, shifts up to 20% of size
-  c.data.saturation = 1.5                      # YOLO: HSV saturation factor in [1/1.5, 1.5]
-  c.data.exposure = 1.5                        # YOLO: HSV value factor in [1/1.5, 1.5]
-  c.data.hue = 0.0                             # YOLO: hue shift, fraction of the circle
+  c.data.augment = augmentation("")            # none; see augmentation()
   c.data.classification = ""                   # joint training (YOLO9000): classification
   #                                              source spec, "imagenet2012:train", "folder:DIR"
   c.data.classification_ratio = (4, 1)         # classification : detection examples
@@ -84,7 +87,7 @@ def digits_pretraining_recipe(model):
                             "digit_crops:test")
   c.model = model
   c.data.image_size = (64, 64)
-  c.data.augment = "yolo"
+  c.data.augment = augmentation("yolo", jitter=0.2, saturation=1.5, exposure=1.5, hue=0.0)
   c.data.random_flip = False
   c.train.batch_size = 32
   c.train.total_steps = 4000
@@ -146,8 +149,7 @@ def imagenet_classifier_training(model, image_size, batch_size, epochs, weight_d
   c = classification_recipe(base_config(), "imagenet2012:train", "imagenet2012:validation")
   c.model = model
   c.data.image_size = (image_size, image_size)
-  c.data.augment = "yolo"
-  c.data.hue = 0.1
+  c.data.augment = augmentation("yolo", jitter=0.2, saturation=1.5, exposure=1.5, hue=0.1)
   c.train.batch_size = batch_size
   c.train.total_steps = round(epochs * IMAGENET_TRAIN_IMAGES / batch_size)
   c.train.log_every = 100

@@ -1,5 +1,11 @@
-"""Family data augmentations in tf graph: SSD's (Liu et al., ECCV 2016, Sec. 2.2 and 3.6) and
-YOLOv1's (Redmon et al., CVPR 2016, Sec. 2.2).
+"""Training augmentations in tf graph, a registry by name: SSD's (Liu et al., ECCV 2016, Sec. 2.2
+and 3.6) and YOLOv1's (Redmon et al., CVPR 2016, Sec. 2.2), the one YOLOv2/v3 and the
+classifiers reuse.
+
+``config.data.augment`` names one and holds its options (``name="yolo", jitter=0.2, ...``): the
+registered function's keyword-only arguments, whose defaults are the paper's values. A family
+with an augmentation of its own registers it with ``@augment.register("name")``; the shared
+config schema holds no augmentation's knobs.
 
 SSD's steps follow the authors' Caffe pipeline (``ssd_pascal.py``: distort, expand, batch sampler)
 and its ssd.pytorch port (``augmentations.SSDAugmentation``): photometric distortion, zoom-out
@@ -9,6 +15,7 @@ pixels of the current image. All randomness is stateless: the result is a pure f
 seeds, so ``jaxdet.data.pipeline`` stays resumable at any example.
 """
 import functools
+import inspect
 import math
 
 import tensorflow as tf
@@ -31,7 +38,25 @@ NUM_TRIALS = 50                       # candidate patches per image (Caffe's max
 PATCH_SCALE = (0.3, 1.0)              # patch side / image side (ssd.pytorch): 0.09-1 of the area
 PATCH_ASPECT = (0.5, 2.0)             # patch height / width (Sec. 2.2: "between 1/2 and 2")
 
-AUGMENTATIONS = ("", "ssd", "yolo")
+REGISTRY = {}     # name -> (augment(image, boxes, labels, seeds, **options), check(**options))
+
+
+def register(name, check=None):
+  """Decorator: registers ``augment(image, boxes, labels, seeds, *, <options>)`` (``seeds [k,
+  2]`` stateless seeds; returns ``(image float32 0-255, boxes, labels)``) as ``name``.
+  ``check(**options)`` raises ``ValueError`` for option values it refuses, before training."""
+
+  def add(augment):
+    REGISTRY[name] = (augment, check)
+    return augment
+
+  return add
+
+
+def options_of(augment):
+  """``{option: default}`` of a registered function's keyword-only arguments."""
+  return {p.name: p.default for p in inspect.signature(augment).parameters.values()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def _width_height(image):
@@ -217,6 +242,12 @@ def clip_and_drop_empty(image, boxes, labels):
   return tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
 
 
+def check_ssd(expand_max_ratio):
+  if expand_max_ratio < 1.0:
+    raise ValueError(f"data.augment.expand_max_ratio={expand_max_ratio} must be >= 1")
+
+
+@register("ssd", check_ssd)
 def ssd_augment(image, boxes, labels, seeds, *, expand_max_ratio=4.0):
   """SSD's training augmentation (Sec. 2.2, 3.6): photometric distortion, zoom out with
   probability 1/2 up to ``expand_max_ratio`` (4 in the authors' code, 16 in Sec. 3.6), min-IoU
@@ -289,7 +320,16 @@ def scale_and_translate(image, boxes, scale, dx, dy):
   return canvas[crop[0]:crop[0] + size[0], crop[1]:crop[1] + size[1]], boxes - shift
 
 
-def yolo_augment(image, boxes, labels, seeds, *, jitter, saturation, exposure, hue):
+def check_yolo(jitter, saturation, exposure, hue):
+  if not (0.0 <= jitter < 1.0 and saturation >= 1.0 and exposure >= 1.0 and 0.0 <= hue <= 0.5):
+    raise ValueError(f"data.augment.jitter={jitter} must be in [0, 1), data.augment.saturation="
+                     f"{saturation} and data.augment.exposure={exposure} >= 1, "
+                     f"data.augment.hue={hue} in [0, 0.5]")
+
+
+@register("yolo", check_yolo)
+def yolo_augment(image, boxes, labels, seeds, *, jitter=0.2, saturation=1.5, exposure=1.5,
+                 hue=0.0):
   """YOLOv1's training augmentation (Sec. 2.2): HSV saturation and exposure by factors in
   ``[1 / s, s]`` (and an optional hue shift), then random scaling (``1 +- jitter``) and
   translation (up to ``jitter`` of the image size) on a canvas of the original size. The HSV
@@ -305,24 +345,29 @@ def yolo_augment(image, boxes, labels, seeds, *, jitter, saturation, exposure, h
   return tf.ensure_shape(image, [None, None, 3]), boxes, labels
 
 
-def build(data_config):
-  """The augmentation ``(image, boxes, labels, seeds) -> (image, boxes, labels)`` named by
-  ``data_config.augment``, or None for ""."""
-  name = data_config.augment
-  if name == "":
+def build(augment_config):
+  """The augmentation ``(image, boxes, labels, seeds) -> (image, boxes, labels)`` that
+  ``config.data.augment`` names, with its options (unset ones at their defaults); None for
+  ``name=""``. Unknown names and options, and values the augmentation refuses, are a
+  ``ValueError`` naming them."""
+  options = dict(augment_config)
+  name = options.pop("name", "")
+  if not name:
+    if options:
+      raise ValueError(f"data.augment has options {sorted(options)} but no name")
     return None
-  if name == "ssd":
-    if data_config.expand_max_ratio < 1.0:
-      raise ValueError(f"data.expand_max_ratio={data_config.expand_max_ratio} must be >= 1")
-    return functools.partial(ssd_augment, expand_max_ratio=float(data_config.expand_max_ratio))
-  if name == "yolo":
-    d = data_config
-    if not (0.0 <= d.jitter < 1.0 and d.saturation >= 1.0 and d.exposure >= 1.0
-            and 0.0 <= d.hue <= 0.5):
-      raise ValueError(f"data.jitter={d.jitter} must be in [0, 1), data.saturation="
-                       f"{d.saturation} and data.exposure={d.exposure} >= 1, data.hue={d.hue} "
-                       "in [0, 0.5]")
-    return functools.partial(yolo_augment, jitter=float(d.jitter),
-                             saturation=float(d.saturation), exposure=float(d.exposure),
-                             hue=float(d.hue))
-  raise ValueError(f"data.augment={name!r} is unknown; choose one of {AUGMENTATIONS}")
+  if name not in REGISTRY:
+    raise ValueError(f"data.augment.name={name!r} is unknown; registered: {sorted(REGISTRY)}")
+  augment, check = REGISTRY[name]
+  known = options_of(augment)
+  unknown = sorted(set(options) - set(known))
+  if unknown:
+    raise ValueError(f"data.augment: {unknown} are not options of the {name!r} augmentation; "
+                     f"its options: {sorted(known)}")
+  options = {**known, **options}
+  missing = sorted(k for k, v in options.items() if v is inspect.Parameter.empty)
+  if missing:
+    raise ValueError(f"data.augment: the {name!r} augmentation needs {missing}")
+  if check is not None:
+    check(**options)
+  return functools.partial(augment, **options)

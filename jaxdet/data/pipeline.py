@@ -187,11 +187,11 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
   Classification images have no boxes (an empty mask) and the same augmentation. With
   ``source=None`` (a classifier) the stream holds classification images only.
 
-  ``augment(image, boxes, labels, seeds) -> (image, boxes, labels)`` is the family's
-  augmentation (tf graph, e.g. ``jaxdet.data.augment.build(data_config)``): image float32 0-255,
-  boxes pixels of it, ``seeds [7, 2]`` independent stateless seeds; it may change the image size
-  and drop boxes with their labels. Random horizontal flip is always available through
-  ``data_config.random_flip``, after the augmentation.
+  ``augment(image, boxes, labels, seeds) -> (image, boxes, labels)`` is the training
+  augmentation (tf graph, ``jaxdet.data.augment.build(data_config.augment)``): image float32
+  0-255, boxes pixels of it, ``seeds [7, 2]`` independent stateless seeds; it may change the
+  image size and drop boxes with their labels. Random horizontal flip is always available
+  through ``data_config.random_flip``, after the augmentation.
   """
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} hosts")

@@ -348,7 +348,7 @@ def train_locked(config, workdir, devices):
       train_source, config.data, num_classes=labels_of.num_classes,
       global_batch_size=batch_size, start_example=examples_seen, seed=config.seed, issues=issues,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      augment=augment.build(config.data), classification=classification_source,
+      augment=augment.build(config.data.augment), classification=classification_source,
       classification_ratio=config.data.classification_ratio).as_numpy_iterator()
   writer = MetricWriter(workdir)
   total = config.train.total_steps

@@ -25,6 +25,26 @@ FREE_TO_CHANGE = ("train.log_every", "train.eval_every", "train.checkpoint_every
 ABSENT = "<absent>"
 
 
+# Configs saved before ``data.augment`` held its augmentation's options kept them as flat
+# ``data.*`` keys; read as today's layout so such runs resume without a spurious difference.
+LEGACY_AUGMENT_OPTIONS = {"ssd": ("expand_max_ratio",),
+                          "yolo": ("jitter", "saturation", "exposure", "hue")}
+
+
+def upgrade(saved):
+  """The saved config dict in today's layout (a copy; unchanged if already current)."""
+  data = saved.get("data", {})
+  if not isinstance(data.get("augment", {}), str):
+    return saved
+  data = dict(data)
+  name = data.pop("augment")
+  legacy = {key: data.pop(key) for options in LEGACY_AUGMENT_OPTIONS.values()
+            for key in options if key in data}
+  data["augment"] = dict(name=name, **{key: legacy[key]
+                                       for key in LEGACY_AUGMENT_OPTIONS.get(name, ())})
+  return dict(saved, data=data)
+
+
 class ConfigChangedError(errors.ReportedError, ValueError):
   """Resuming with a config that differs from the saved one in keys not allowed to change."""
 
@@ -65,7 +85,7 @@ def check_config(saved, config, workdir):
   """Refuses (:class:`ConfigChangedError`) to resume ``workdir`` with ``config`` if it differs
   from the ``saved`` config dict in a key neither free to change nor allowed; logs the accepted
   changes. Returns the changed keys."""
-  changes = differences(saved, as_saved(config))
+  changes = differences(upgrade(saved), as_saved(config))
   allowed = allowed_keys(config)
   refused = [c for c in changes if not free_to_change(c[0]) and c[0] not in allowed]
   if refused:

@@ -369,22 +369,47 @@ def test_min_iou_crop_without_boxes_keeps_the_whole_image():
 
 def test_build_from_the_config():
   data = config_lib.base_config().data
-  assert data.augment == "" and data.expand_max_ratio == 4.0
-  assert augment.build(data) is None
-  data.augment, data.expand_max_ratio = "ssd", 16.0
-  fn = augment.build(data)
+  assert augment.build(data.augment) is None                 # no augmentation by default
+  fn = augment.build(config_lib.augmentation("ssd", expand_max_ratio=16.0))
   assert fn.func is augment.ssd_augment and fn.keywords == {"expand_max_ratio": 16.0}
-  data.augment = "yolo_v9"
-  with pytest.raises(ValueError, match=r"data.augment='yolo_v9'.*\('', 'ssd', 'yolo'\)"):
-    augment.build(data)
-  data.augment, data.expand_max_ratio = "ssd", 0.5
-  with pytest.raises(ValueError, match="expand_max_ratio"):
-    augment.build(data)
+  assert augment.build(config_lib.augmentation("ssd")).keywords == {"expand_max_ratio": 4.0}
+  with pytest.raises(ValueError, match=r"name='yolo_v9' is unknown; registered: .*'ssd', 'yolo'"):
+    augment.build(config_lib.augmentation("yolo_v9"))
+  with pytest.raises(ValueError, match=r"\['jitter'\] are not options of the 'ssd' .*"
+                                       r"\['expand_max_ratio'\]"):
+    augment.build(config_lib.augmentation("ssd", jitter=0.2))
+  with pytest.raises(ValueError, match="expand_max_ratio=0.5 must be >= 1"):
+    augment.build(config_lib.augmentation("ssd", expand_max_ratio=0.5))
+  with pytest.raises(ValueError, match="options .* but no name"):
+    augment.build(config_lib.augmentation("", jitter=0.2))
+
+
+def test_an_augmentation_registered_outside_jaxdet_runs_in_the_pipeline(coco_dir, monkeypatch):
+  monkeypatch.setattr(augment, "REGISTRY", dict(augment.REGISTRY))
+
+  @augment.register("grey", check=lambda level: None)
+  def grey(image, boxes, labels, seeds, *, level):
+    del seeds
+    return tf.fill(tf.shape(image), tf.constant(level, tf.float32)), boxes, labels
+
+  with pytest.raises(ValueError, match=r"'grey' augmentation needs \['level'\]"):
+    augment.build(config_lib.augmentation("grey"))
+  cfg = config_lib.base_config()
+  cfg.data.image_size, cfg.data.max_boxes, cfg.data.random_flip = (24, 32), 4, False
+  cfg.data.augment = config_lib.augmentation("grey", level=128.0)
+  ds = pipeline.train_dataset(sources.CocoJsonSource(coco_dir, "train"), cfg.data,
+                              num_classes=3, global_batch_size=2, start_example=0, seed=0,
+                              issues=sanitize.DataIssues(), augment=augment.build(cfg.data.augment))
+  batch = next(ds.as_numpy_iterator())
+  for channel in np.moveaxis(batch["image"], -1, 0):   # normalized per channel
+    values = channel[channel != 0]                     # 0: the padding around the image
+    assert values.size and np.ptp(values) < 1e-5       # one value: every pixel was 128
 
 
 def test_train_dataset_with_ssd_augmentation(coco_dir):
   cfg = config_lib.base_config()
-  cfg.data.image_size, cfg.data.max_boxes, cfg.data.augment = (24, 32), 4, "ssd"
+  cfg.data.image_size, cfg.data.max_boxes = (24, 32), 4
+  cfg.data.augment = config_lib.augmentation("ssd")
   source = sources.CocoJsonSource(coco_dir, "train")
 
   def batches(fn):
@@ -393,7 +418,7 @@ def test_train_dataset_with_ssd_augmentation(coco_dir):
                                 augment=fn)
     return list(ds.take(4).as_numpy_iterator())
 
-  augmented, plain = batches(augment.build(cfg.data)), batches(None)
+  augmented, plain = batches(augment.build(cfg.data.augment)), batches(None)
   for batch, reference in zip(augmented, plain):
     assert batch["image"].shape == (4, 24, 32, 3) and np.all(np.isfinite(batch["image"]))
     for boxes, labels, mask, n in zip(batch["boxes"], batch["labels"], batch["mask"],

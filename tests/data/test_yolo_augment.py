@@ -153,15 +153,9 @@ def test_boxes_moved_out_of_the_image_are_dropped_and_no_boxes_is_fine():
 
 
 def test_build_from_the_config():
-  data = config_lib.base_config().data
-  assert (data.jitter, data.saturation, data.exposure, data.hue) == (0.2, 1.5, 1.5, 0.0)
-  data.augment = "yolo"
-  fn = augment.build(data)
+  fn = augment.build(config_lib.augmentation("yolo"))     # the paper's values (Sec. 2.2)
   assert fn.func is augment.yolo_augment and fn.keywords == {
       "jitter": 0.2, "saturation": 1.5, "exposure": 1.5, "hue": 0.0}
   for key, value in [("jitter", 1.0), ("saturation", 0.9), ("exposure", 0.5), ("hue", 0.6)]:
-    bad = config_lib.base_config().data
-    bad.augment = "yolo"
-    bad[key] = value
-    with pytest.raises(ValueError, match=key):
-      augment.build(bad)
+    with pytest.raises(ValueError, match=f"data.augment.{key}={value}"):
+      augment.build(config_lib.augmentation("yolo", **{key: value}))

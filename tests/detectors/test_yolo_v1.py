@@ -249,7 +249,7 @@ def test_decode_hand_built_outputs(detector):
 
 def test_two_training_steps_and_evaluation(scenes_dir, tmp_path):
   config = tiny_config(scenes_dir, experiment, total_steps=2, checkpoint_every=2, log_every=1)
-  assert config.data.augment == "yolo"
+  assert config.data.augment.name == "yolo"
   results = loop.train_and_evaluate(config, str(tmp_path))      # raises on a non-finite loss
   assert results and all(np.isfinite(v) for v in results.values())
 
@@ -266,8 +266,8 @@ def test_paper_recipe():
   assert tuple(s.decay_steps) == (round(75 * epoch), round(105 * epoch)) and s.decay_factor == 0.1
   assert c.train.optimizer.momentum == 0.9 and c.train.optimizer.weight_decay == 5e-4
   assert tuple(c.data.image_size) == (448, 448) and not c.data.keep_aspect_ratio
-  assert (c.data.augment, c.data.jitter, c.data.saturation, c.data.exposure) == (
-      "yolo", 0.2, 1.5, 1.5)
+  assert c.data.augment.to_dict() == dict(name="yolo", jitter=0.2, saturation=1.5,
+                                         exposure=1.5, hue=0.0)
   m = c.model
   assert (m.grid_size, m.boxes_per_cell, m.num_classes, m.net.dropout_rate) == (7, 2, 20, 0.5)
   assert (m.loss.lambda_coord, m.loss.lambda_noobj) == (5.0, 0.5)

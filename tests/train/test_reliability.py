@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from experiments import ssd
+from experiments import yolo_v2
 from jaxdet import errors
 from jaxdet.train import checkpoint
 from jaxdet.train import loop
@@ -174,6 +176,19 @@ def test_differences_are_listed_key_by_key():
   assert resume.differences(saved, now) == [("eval.metrics", [], ["coco"]),
                                             ("train.new", resume.ABSENT, 1),
                                             ("train.total_steps", 10, 20)]
+
+
+@pytest.mark.parametrize("experiment", [ssd, yolo_v2], ids=["ssd", "yolo_v2"])
+def test_a_config_saved_with_flat_augmentation_keys_resumes_unchanged(experiment, tmp_path):
+  config = experiment.get_config("tiny_digits")
+  saved = resume.as_saved(config)
+  options = saved["data"]["augment"]
+  legacy_data = dict(saved["data"], augment=options["name"], expand_max_ratio=4.0, jitter=0.2,
+                     saturation=1.5, exposure=1.5, hue=0.0)
+  legacy_data.update({k: v for k, v in options.items() if k != "name"})
+  legacy = dict(saved, data=legacy_data)      # as configs were saved before data.augment.*
+  assert resume.differences(legacy, saved)    # would be refused without the upgrade
+  assert resume.check_config(legacy, config, str(tmp_path)) == []
 
 
 def checkpoint_files(workdir):
