@@ -6,6 +6,11 @@ import ml_collections
 from jaxdet import errors
 
 
+def nested_tuples(value):
+  """Lists in a config (e.g. a network's stage lists) as nested tuples, hashable for Flax."""
+  return tuple(map(nested_tuples, value)) if isinstance(value, (list, tuple)) else value
+
+
 def augmentation(name, **options):
   """``config.data.augment``: the augmentation registered as ``name`` in
   ``jaxdet.data.augment`` ("" for none) and its options, e.g. ``augmentation("yolo",

@@ -101,11 +101,6 @@ def backend_of(config):
   return backend_lib.resolve(config.get("backend", "auto"))
 
 
-def nested_tuples(value):
-  """Lists in a config (e.g. a network's stage lists) as nested tuples, hashable for Flax."""
-  return tuple(map(nested_tuples, value)) if isinstance(value, (list, tuple)) else value
-
-
 def safe_normalizer(count):
   """``max(1, count)`` as float32: the loss of a batch without positives is its raw sum (0 for
   the positive-only terms) rather than NaN."""

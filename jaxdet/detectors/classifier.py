@@ -14,11 +14,13 @@
 A classifier is one more family behind the :class:`base.Detector` interface, so it trains
 through the same sharded step, pipeline, checkpoints and evaluation as the detectors:
 
-* ``config.trunk`` names the network (``TRUNKS``), ``config.backbone`` holds its settings
-  (those of the detector's backbone config: ``stages``, ``batch_norm``, widths, blocks);
-* the trunk lives under the same name as in its detector (``net`` for YOLOv1, ``backbone`` for
-  Darknet-19/53), so a detector trained with ``config.train.init_from=<this run's workdir>``
-  starts from every array whose name and shape agree (``jaxdet.train.checkpoint``);
+* ``config.trunk`` names the network (``jaxdet.models.backbones``: the builder the detectors
+  use), ``config.backbone`` holds its settings (those of the detector's backbone config:
+  ``stages``, ``batch_norm``, widths, blocks);
+* the trunk lives under the same name as in its detector (``net`` for YOLOv1, ``features`` for
+  SSD, ``backbone`` for ResNet and Darknet-19/53), so a detector trained with
+  ``config.train.init_from=<this run's workdir>`` starts from every array whose name and shape
+  agree (``jaxdet.train.checkpoint``);
 * training reads only classification images (``config.data.classification``: ``digit_crops``,
   ``imagenet2012``, ``folder:DIR``), the batches' ``image_label``;
 * the loss is the softmax cross-entropy of the image's class, averaged over the global batch;
@@ -33,54 +35,15 @@ import jax.numpy as jnp
 
 from jaxdet import detectors
 from jaxdet.detectors import base
-from jaxdet.models import darknet
-from jaxdet.models import resnet
-from jaxdet.models import vgg
-from jaxdet.models import yolo_v1_net
+from jaxdet.models import backbones
 from jaxdet.ops import losses
 
 TOP_K = 5   # the classes decode() returns per image: ImageNet's top-5 accuracy
 
 
-def yolo_v1_trunk(backbone, num_classes, dtype):
-  return "net", functools.partial(
-      yolo_v1_net.YOLOv1Classifier, num_classes=num_classes,
-      stages=base.nested_tuples(backbone.stages), batch_norm=backbone.batch_norm, dtype=dtype)
-
-
-def darknet19_trunk(backbone, num_classes, dtype):
-  return "backbone", functools.partial(darknet.Darknet19, num_classes=num_classes,
-                                       stages=base.nested_tuples(backbone.stages), dtype=dtype)
-
-
-def darknet53_trunk(backbone, num_classes, dtype):
-  return "backbone", functools.partial(
-      darknet.Darknet53, num_classes=num_classes, stem_width=backbone.stem_width,
-      stage_widths=tuple(backbone.stage_widths), blocks=tuple(backbone.blocks), dtype=dtype)
-
-
-def resnet_trunk(backbone, num_classes, dtype):
-  return "backbone", functools.partial(resnet.build_resnet, backbone.architecture, dtype,
-                                       num_classes=num_classes)
-
-
-def ssd_vgg16_trunk(base, num_classes, dtype):
-  return "features", functools.partial(
-      vgg.SSDFeatures, stage_widths=tuple(base.stage_widths),
-      stage_depths=tuple(base.stage_depths), fc_width=base.fc_width,
-      fc6_dilation=base.fc6_dilation, extras=(), batch_norm=base.batch_norm,
-      num_classes=num_classes, dtype=dtype)
-
-
-# trunk -> (backbone config, classes, dtype) -> (name in the detector's variables, module
-# factory taking ``name``); each module maps images to a dict with ``logits [B, K]``.
-TRUNKS = {"yolo_v1": yolo_v1_trunk, "darknet19": darknet19_trunk, "darknet53": darknet53_trunk,
-          "resnet": resnet_trunk, "ssd_vgg16": ssd_vgg16_trunk}
-
-
 class ClassifierModel(nn.Module):
-  make_trunk: callable     # name -> the trunk module
-  trunk_name: str
+  make_trunk: callable     # name -> the trunk module (jaxdet.models.backbones)
+  trunk_name: str          # its name in the detector's variables
 
   @nn.compact
   def __call__(self, images, train=False):
@@ -91,14 +54,14 @@ class Classifier(base.Detector):
   """An image classifier behind the :class:`base.Detector` interface (see the module doc)."""
 
   def __init__(self, config):
-    if config.trunk not in TRUNKS:
-      raise ValueError(f"model.trunk={config.trunk!r}: choose from {tuple(TRUNKS)}")
     self.config = config
-    name, make_trunk = TRUNKS[config.trunk](config.backbone, config.num_classes,
-                                            jnp.dtype(config.dtype))
+    trunk = backbones.get(config.trunk)
     backend = base.backend_of(config)
-    super().__init__(ClassifierModel(make_trunk=functools.partial(make_trunk, backend=backend),
-                                     trunk_name=name), config.num_classes, backend)
+    make_trunk = functools.partial(backbones.build, config.trunk, config.backbone,
+                                   dtype=jnp.dtype(config.dtype), backend=backend,
+                                   num_classes=config.num_classes)
+    super().__init__(ClassifierModel(make_trunk=make_trunk, trunk_name=trunk.variable_name),
+                     config.num_classes, backend)
 
   def training_labels(self, detection_classes, classification_classes):
     if detection_classes is not None or classification_classes is None:

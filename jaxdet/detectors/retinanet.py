@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from jaxdet import detectors
 from jaxdet.detectors import base
+from jaxdet.models import backbones
 from jaxdet.models import fpn as fpn_lib
 from jaxdet.models import layers
 from jaxdet.models import resnet
@@ -82,8 +83,10 @@ class RetinaNet(base.Detector):
     dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
     anchors_per_cell = config.anchors.num_scales * len(config.anchors.aspect_ratios)
     model = RetinaNetModel(
-        backbone=resnet.build_resnet(config.backbone, dtype, config.backbone_norm,
-                                     config.freeze_at, backend=backend),
+        backbone=backbones.build("resnet", dict(architecture=config.backbone,
+                                                norm=config.backbone_norm,
+                                                freeze_at=config.freeze_at),
+                                 dtype=dtype, backend=backend),
         fpn=fpn_lib.FPN(width=config.fpn_width, min_level=config.min_level,
                         max_level=config.max_level, p6_input=config.p6_input, dtype=dtype,
                         backend=backend),

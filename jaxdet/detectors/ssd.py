@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from jaxdet import detectors
 from jaxdet.detectors import base
+from jaxdet.models import backbones
 from jaxdet.models import conv as conv_lib
 from jaxdet.models import layers
 from jaxdet.models import vgg
@@ -112,13 +113,7 @@ class SSD(base.Detector):
   def __init__(self, config):
     self.config = config
     dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
-    base_net = config.base
-    features = vgg.SSDFeatures(
-        stage_widths=tuple(base_net.stage_widths), stage_depths=tuple(base_net.stage_depths),
-        fc_width=base_net.fc_width, fc6_dilation=base_net.fc6_dilation,
-        extras=tuple(tuple(e) for e in base_net.extras), l2norm_scale=base_net.l2norm_scale,
-        batch_norm=base_net.batch_norm, freeze_at=base_net.freeze_at, dtype=dtype,
-        backend=backend)
+    features = backbones.build("ssd_vgg16", config.base, dtype=dtype, backend=backend)
     head = SSDHead(num_classes=config.num_classes,
                    boxes_per_cell=boxes_per_cell(config.default_boxes.aspect_ratios), dtype=dtype,
                    backend=backend)

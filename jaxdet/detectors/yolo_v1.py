@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet import config as config_lib
 from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
@@ -126,8 +127,8 @@ class YOLOv1(base.Detector):
     net = yolo_v1_net.YOLOv1Net(
         grid_size=config.grid_size,
         outputs_per_cell=5 * config.boxes_per_cell + config.num_classes,
-        stages=base.nested_tuples(net_config.stages),
-        fc_layers=base.nested_tuples(net_config.fc_layers),
+        stages=config_lib.nested_tuples(net_config.stages),
+        fc_layers=config_lib.nested_tuples(net_config.fc_layers),
         dropout_rate=net_config.dropout_rate, batch_norm=net_config.batch_norm,
         dtype=jnp.dtype(config.dtype), backend=backend)
     super().__init__(YOLOv1Model(net=net), config.num_classes, backend)

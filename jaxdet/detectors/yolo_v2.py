@@ -55,6 +55,7 @@ import numpy as np
 from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
+from jaxdet.models import backbones
 from jaxdet.models import darknet
 from jaxdet.models import layers
 from jaxdet.ops import anchors as anchor_lib
@@ -79,9 +80,9 @@ HEADS = ("yolov2", "darknet19")
 class YOLOv2Model(nn.Module):
   """Darknet-19 and the detection head (module docstring); outputs per slot (row, column,
   prior), float32."""
+  backbone: nn.Module                  # Darknet-19 (jaxdet.models.backbones)
   num_classes: int
   num_priors: int
-  stages: tuple = darknet.DARKNET19_STAGES
   head: str = "yolov2"                 # or "darknet19": cfg/yolo9000.cfg, no added layers
   head_width: int = 1024               # the three added 3x3 convolutions (Sec. 3)
   passthrough_width: int = 64          # 1x1 reduction before space-to-depth; 0: none (paper)
@@ -95,9 +96,7 @@ class YOLOv2Model(nn.Module):
 
   @nn.compact
   def __call__(self, images, train=False):
-    features = darknet.Darknet19(stages=self.stages, dtype=self.dtype,
-                                 backend=self.backend, name="backbone")(
-        images.astype(self.dtype), train)
+    features = self.backbone(images.astype(self.dtype), train)
     x = features["stride32"]
     if self.head == "yolov2":
       for index in (1, 2):
@@ -129,12 +128,14 @@ class YOLOv2(base.Detector):
     # Priors in cells of the stride-32 map, darknet's unit: they scale with the input size.
     self.priors_cells = yolo_slots.read_priors(config, "priors_cells")
     backend = base.backend_of(config)
-    model = YOLOv2Model(num_classes=class_outputs or config.num_classes,
+    dtype = jnp.dtype(config.dtype)
+    model = YOLOv2Model(backbone=backbones.build("darknet19", config.backbone, dtype=dtype,
+                                                 backend=backend),
+                        num_classes=class_outputs or config.num_classes,
                         num_priors=len(self.priors_cells),
-                        stages=base.nested_tuples(config.backbone.stages),
                         head=config.head, head_width=config.head_width,
                         passthrough_width=config.passthrough_width,
-                        dtype=jnp.dtype(config.dtype), backend=backend)
+                        dtype=dtype, backend=backend)
     super().__init__(model, config.num_classes, backend)
 
   @functools.lru_cache(maxsize=16)

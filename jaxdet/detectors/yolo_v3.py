@@ -38,6 +38,7 @@ import numpy as np
 from jaxdet import detectors
 from jaxdet.detectors import base
 from jaxdet.detectors import yolo_slots
+from jaxdet.models import backbones
 from jaxdet.models import darknet
 from jaxdet.models import layers
 from jaxdet.ops import anchors as anchor_lib
@@ -143,9 +144,7 @@ class YOLOv3(base.Detector):
   def __init__(self, config):
     self.config = config
     dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
-    b = config.backbone
-    backbone = darknet.Darknet53(stem_width=b.stem_width, stage_widths=tuple(b.stage_widths),
-                                 blocks=tuple(b.blocks), dtype=dtype, backend=backend)
+    backbone = backbones.build("darknet53", config.backbone, dtype=dtype, backend=backend)
     masks = tuple(tuple(m) for m in config.priors_per_level)
     if len(masks) != len(STRIDES) or len({len(m) for m in masks}) != 1:
       raise ValueError(f"priors_per_level needs 3 equal-sized masks, got {masks}")
