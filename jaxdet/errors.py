@@ -3,7 +3,8 @@ what to do, and nothing in the traceback would help a user further."""
 
 
 class ReportedError(Exception):
-  """Base of the errors ``scripts/*.py`` print as ``error: <message>`` and exit 1 on."""
+  """Base of the errors the command-line tools (``jaxdet.tools``) print as ``error: <message>``
+  and exit 1 on."""
 
 
 class InvalidSetupError(ReportedError, ValueError):

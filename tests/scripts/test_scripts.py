@@ -118,3 +118,15 @@ def test_benchmark_times_the_wordtree_alone(tmp_path):
   for part in ("flat_softmax", "wordtree_softmax", "wordtree_loss_and_grad"):
     assert results[part]["median_s"] > 0       # the same fields as every other part
   assert results["commit"] and results["command"].startswith("python ")
+
+
+@pytest.mark.parametrize("start", ["entry_point", "module", "script"])
+def test_a_tool_shows_its_usage_and_flags_however_started(start):
+  command = {"entry_point": [os.path.join(os.path.dirname(sys.executable),
+                                          "jaxdet-kmeans-anchors")],
+             "module": [sys.executable, "-m", "jaxdet.tools.kmeans_anchors"],
+             "script": [sys.executable, os.path.join(REPO, "scripts", "kmeans_anchors.py")]}[start]
+  result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=120)
+  assert result.stdout.startswith("Anchor priors for the YOLO families")
+  for flag in ("--config", "--coco_json_dir", "--k", "--output"):
+    assert f"  {flag}:" in result.stdout
