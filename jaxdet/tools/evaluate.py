@@ -12,7 +12,6 @@ share of the images and process 0 scores them all.
 import json
 import sys
 
-from absl import app
 from absl import flags
 import jax
 
@@ -40,11 +39,7 @@ _DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  distributed.initialize_from_flags(_DISTRIBUTED)
-  with distributed.exit_on_error():
-    runtime.setup_logging()
+  with tools.on_every_host(argv, _DISTRIBUTED):
     try:
       evaluate()
     except (errors.ReportedError, FileNotFoundError) as e:

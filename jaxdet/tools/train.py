@@ -12,7 +12,6 @@ On several hosts, run the same command on each (README: "Multi-host runs"), e.g.
   python scripts/train.py ... --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 """
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -32,11 +31,7 @@ _DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  distributed.initialize_from_flags(_DISTRIBUTED)
-  with distributed.exit_on_error():
-    runtime.setup_logging()
+  with tools.on_every_host(argv, _DISTRIBUTED):
     from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
     try:
       config = runtime.prepare(_CONFIG.value, coco_json_dir=_COCO_JSON_DIR.value)
