@@ -27,6 +27,12 @@ affine map (``model.backbone_norm="frozen_batch_norm"``) and the stem and C2 sta
 ``--config.model.backbone_norm=batch_norm --config.model.freeze_at=0`` trains everything from
 scratch instead (global batch norm).
 
+Sweeps (``get_sweep``; run with ``jaxdet-sweep --config=experiments/retinanet.py --sweep=<name>
+--sweep_dir=<dir>``):
+  focal_gamma       Table 1b in miniature: focal loss over gamma 0 (alpha-balanced cross-entropy),
+                    0.5, 1, 2, 5, each at the alpha the paper found best for it, on
+                    ``tiny_digits``, two seeds.
+
 Example:
   python scripts/train.py --config=experiments/retinanet.py:resnet50_imagenet \
       --workdir=runs/resnet50 --config.data.data_dir=/data/tfds
@@ -37,6 +43,7 @@ Example:
 import ml_collections
 
 from jaxdet import config as config_lib
+from jaxdet import sweep
 
 
 def model_config(num_classes, backbone="resnet50"):
@@ -136,3 +143,20 @@ def get_config(variant="tiny_digits"):
     raise ValueError(f"unknown RetinaNet variant {variant!r}; see experiments/retinanet.py")
   c.lock()
   return c
+
+
+# Table 1b of Lin et al. 2017: each gamma with the alpha the paper found best for it.
+FOCAL_GAMMA_ALPHA = ((0.0, 0.75), (0.5, 0.5), (1.0, 0.25), (2.0, 0.25), (5.0, 0.25))
+
+
+def get_sweep(name):
+  if name == "focal_gamma":
+    # The paper's AP column is left blank until copied from the paper itself.
+    return sweep.Sweep(
+        name, "tiny_digits",
+        [sweep.Cell(f"gamma{gamma:g}_alpha{alpha:g}",
+                    {"model.loss.focal_gamma": gamma, "model.loss.focal_alpha": alpha})
+         for gamma, alpha in FOCAL_GAMMA_ALPHA],
+        seeds=(0, 1), metric="coco/AP",
+        paper_table="Lin et al. 2017, Table 1b (ResNet-50, 600 px, COCO minival AP)")
+  raise ValueError(f"unknown RetinaNet sweep {name!r}; see experiments/retinanet.py")

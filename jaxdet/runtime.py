@@ -7,9 +7,10 @@ from absl import logging as absl_logging
 
 from jaxdet import distributed
 from jaxdet import errors
+from jaxdet import provenance
 from jaxdet.data import sources
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = provenance.REPO_ROOT
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "experiments", "retinanet.py") + ":tiny_digits"
 
 

@@ -9,8 +9,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxdet"
 
 # The layer of each top-level module or package of jaxdet, lowest first.
-LAYERS = {"errors": 0, "config": 1, "distributed": 1, "ops": 1, "models": 2, "data": 2,
-          "detectors": 3, "evaluation": 4, "train": 5, "runtime": 6, "tools": 7}
+LAYERS = {"errors": 0, "config": 1, "distributed": 1, "provenance": 1, "sweep": 1, "ops": 1,
+          "models": 2, "data": 2, "detectors": 3, "evaluation": 4, "train": 5, "runtime": 6,
+          "tools": 7}
 
 
 def part_of(module):

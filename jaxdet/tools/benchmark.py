@@ -16,15 +16,11 @@ batched NMS alone. Run from the checkout:
 With --json the results, with their command, commit, machine and date, go to a file under
 benchmarks/results/; scripts/benchmark_report.py turns those into BENCHMARKS.md.
 """
-import datetime
 import json
 import os
-import platform
 import re
 import resource
 import statistics
-import subprocess
-import sys
 import time
 
 from absl import app
@@ -35,6 +31,7 @@ import numpy as np
 
 from jaxdet import detectors
 from jaxdet import distributed
+from jaxdet import provenance
 from jaxdet import runtime
 from jaxdet import tools
 from jaxdet.data import wordtrees
@@ -257,46 +254,8 @@ def recorder(results, images):
   return record
 
 
-def git(*args):
-  return subprocess.run(["git", *args], cwd=runtime.REPO_ROOT, capture_output=True, text=True,
-                        check=True, timeout=10).stdout.strip()
-
-
-def git_commit():
-  """The checkout's commit (``+`` if it has uncommitted changes), or "unknown" without git."""
-  try:
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return git("rev-parse", "--short", "HEAD") + ("+" if dirty else "")
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
-
-
-def cpu_model():
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    return platform.processor() or "unknown"
-
-
-def command_line():
-  """The command as run: ``python <file>.py ...``, or ``jaxdet-benchmark ...`` (entry point)."""
-  if sys.argv[0].endswith(".py"):
-    return " ".join(["python", *sys.argv])
-  return " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
-
-
-def provenance():
-  """What a result needs to be traced: command, commit, machine, versions and time (UTC)."""
-  return {"command": command_line(), "commit": git_commit(),
-          "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-          "processes": jax.process_count(), "cpu": f"{os.cpu_count()} x {cpu_model()}",
-          "host": platform.node(), "jax": jax.__version__,
-          "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-
-
 def report(results):
-  results.update(provenance())
+  results.update(provenance.provenance())
   results.update(peak_memory())
   if jax.process_index() != 0:
     return

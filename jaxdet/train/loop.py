@@ -15,6 +15,7 @@ from jaxdet import config as config_lib
 from jaxdet import detectors
 from jaxdet import distributed
 from jaxdet import errors
+from jaxdet import provenance
 from jaxdet.data import anchor_kmeans
 from jaxdet.data import augment
 from jaxdet.data import pipeline
@@ -276,7 +277,22 @@ def train(config, workdir, devices=None):
   config_lib.validate(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+    if jax.process_index() == 0:
+      record_start(config, workdir)
     return train_locked(config, workdir, devices)
+
+
+RUN_INFO = "run_info.json"
+
+
+def record_start(config, workdir):
+  """Appends this start (command, commit, versions, devices, time and the resolved config) to
+  ``<workdir>/run_info.json``, so a result can always be traced to what produced it, across
+  resumptions on other machines."""
+  path = epath.Path(workdir) / RUN_INFO
+  starts = json.loads(path.read_text()) if path.exists() else []
+  starts.append(dict(provenance.provenance(), config=resume.as_saved(config)))
+  path.write_text(json.dumps(starts, indent=1))
 
 
 def restore_or_initialize(config, workdir, mngr, state, detector):

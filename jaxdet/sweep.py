@@ -1,0 +1,59 @@
+"""Ablation sweeps, defined beside the recipes: an experiment file's ``get_sweep(name)`` returns a
+:class:`Sweep`, a base variant and its cells (each a labelled set of config overrides), the seeds
+each cell repeats with, the metric to compare and, where the sweep reproduces a paper's table,
+the paper's number for each cell. ``jaxdet-sweep`` (``jaxdet/tools/sweep.py``) runs and collects
+them."""
+import dataclasses
+from typing import Mapping, Optional, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  label: str                          # a short name, also the cell's folder under the sweep dir
+  overrides: Mapping[str, object]     # config key ("model.loss.gamma") -> value
+  paper: Optional[float] = None       # the paper's number for this cell, if it reports one
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  name: str
+  base: str                           # the experiment file's variant the cells start from
+  cells: Sequence[Cell]
+  seeds: Sequence[int] = (0,)
+  metric: str = "coco/AP"             # a key of the evaluation results
+  paper_table: str = ""               # e.g. "Lin et al. 2017, Table 1b (AP, ResNet-50, 600 px)"
+
+  def __post_init__(self):
+    labels = [c.label for c in self.cells]
+    if not labels:
+      raise ValueError(f"sweep {self.name!r} has no cells")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+      raise ValueError(f"sweep {self.name!r} repeats the cell labels {duplicates}")
+    bad = [label for label in labels if not label or "/" in label or label.startswith(".")]
+    if bad:
+      raise ValueError(f"sweep {self.name!r}: cell labels {bad} cannot name a folder")
+    if not self.seeds:
+      raise ValueError(f"sweep {self.name!r} has no seeds")
+
+  def runs(self):
+    """``[(cell, seed)]``, cell-major: the unit a worker runs."""
+    return [(cell, seed) for cell in self.cells for seed in self.seeds]
+
+
+def select(runs, spec):
+  """The runs ``spec`` names: "" (all), ``"i/n"`` (the i-th of n near-equal shares, 1-based:
+  one per array task, slice or process), or comma-separated cell labels."""
+  if not spec:
+    return list(runs)
+  if "/" in spec:
+    index, count = (int(part) for part in spec.split("/"))
+    if not 1 <= index <= count:
+      raise ValueError(f"--cells={spec}: want i/n with 1 <= i <= n")
+    return [run for position, run in enumerate(runs) if position % count == index - 1]
+  labels = [label.strip() for label in spec.split(",") if label.strip()]
+  known = {cell.label for cell, _ in runs}
+  unknown = [label for label in labels if label not in known]
+  if unknown:
+    raise ValueError(f"--cells names {unknown}, not cells of the sweep ({sorted(known)})")
+  return [run for run in runs if run[0].label in labels]

@@ -1,0 +1,196 @@
+r"""Run an ablation sweep that an experiment file defines (``get_sweep(name)``), then tabulate it.
+
+  jaxdet-sweep --config=experiments/retinanet.py --sweep=focal_gamma --sweep_dir=runs/focal
+  jaxdet-sweep ... --cells=3/8          # this worker's share: runs 3, 11, 19, ... of the sweep
+  jaxdet-sweep ... --cells=gamma2,gamma5  # the runs of these cells
+  jaxdet-sweep ... --print_commands     # one training command per run, for your own scheduler
+  jaxdet-sweep ... --collect            # only the table of what has finished
+
+Each run (cell x seed) is an ordinary training run in <sweep_dir>/<cell>/seed<k>, started
+through the training tool: resumable, its checkpoints, eval JSON and run_info.json where they
+always are. A finished run (its sweep_run.json written) is skipped and an unfinished one resumes,
+so a stopped sweep is finished by the same command. A failed run is reported and the others go
+on. At the end the table of every finished run is written: <sweep_dir>/results.md and .csv.
+
+A SLURM array of 8 tasks: ``#SBATCH --array=1-8`` with
+``jaxdet-sweep ... --cells=${SLURM_ARRAY_TASK_ID}/8``, then one ``jaxdet-sweep ... --collect``.
+"""
+import csv
+import glob
+import importlib.util
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from jaxdet import sweep as sweep_lib
+from jaxdet import tools
+
+_CONFIG = flags.DEFINE_string("config", None, "The experiment file that defines the sweep.",
+                              required=True)
+_SWEEP = flags.DEFINE_string("sweep", None, "The sweep's name (its get_sweep argument).",
+                             required=True)
+_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Where the runs and the table go.",
+                                 required=True)
+_CELLS = flags.DEFINE_string("cells", "", "A share 'i/n' of the runs, or cell labels 'a,b'; "
+                             "default: every run.")
+_PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Print the runs' training commands "
+                                    "(those not finished) instead of running them.")
+_COLLECT = flags.DEFINE_bool("collect", False, "Only write the table of the finished runs.")
+_COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None, "Passed to every run: train on "
+                                     "this COCO-json folder (see the training tool).")
+
+DONE = "sweep_run.json"
+
+
+def load_sweep(path, name):
+  """``get_sweep(name)`` of the experiment file at ``path``."""
+  spec = importlib.util.spec_from_file_location(f"jaxdet_sweep_{abs(hash(path))}", path)
+  if spec is None or not os.path.exists(path):
+    raise app.UsageError(f"--config={path}: no such experiment file")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_sweep"):
+    raise app.UsageError(f"{path} defines no get_sweep(name)")
+  return module.get_sweep(name)
+
+
+def flag_value(value):
+  """A config value as the training tool's ``--config.<key>=`` parses it back."""
+  if isinstance(value, (list, tuple)):
+    return repr(tuple(value))
+  return str(value)
+
+
+def run_dir(sweep_dir, cell, seed):
+  return os.path.join(sweep_dir, cell.label, f"seed{seed}")
+
+
+def train_command(config_path, sweep, cell, seed, workdir, coco_json_dir=None):
+  """The training tool's command for one run: the base variant, the seed, the cell's overrides."""
+  return [sys.executable, "-m", "jaxdet.tools.train", f"--config={config_path}:{sweep.base}",
+          f"--workdir={workdir}", f"--config.seed={seed}",
+          *([f"--coco_json_dir={coco_json_dir}"] if coco_json_dir else []),
+          *(f"--config.{key}={flag_value(value)}" for key, value in cell.overrides.items())]
+
+
+def is_finished(workdir):
+  return os.path.exists(os.path.join(workdir, DONE))
+
+
+def run_training(command, workdir):
+  """Runs one training command; True if it finished (then ``sweep_run.json`` records it)."""
+  os.makedirs(workdir, exist_ok=True)
+  start = time.time()
+  returncode = subprocess.run(command, check=False).returncode
+  if returncode:
+    logging.error("run %s failed (exit status %d); the sweep goes on", workdir, returncode)
+    return False
+  with open(os.path.join(workdir, DONE), "w", encoding="utf-8") as f:
+    json.dump({"command": shlex.join(command), "seconds": round(time.time() - start, 1)}, f)
+  return True
+
+
+def latest_results(workdir):
+  """The newest ``eval_step<N>.json`` of a run, or None."""
+  found = [(int(re.search(r"eval_step(\d+)\.json$", p).group(1)), p)
+           for p in glob.glob(os.path.join(workdir, "eval_step*.json"))]
+  if not found:
+    return None
+  with open(max(found)[1], encoding="utf-8") as f:
+    return json.load(f)
+
+
+def collect(sweep, sweep_dir):
+  """One row per cell: the metric's mean and standard deviation over the finished seeds, the
+  paper's number, the training time (seconds of the invocation that finished each run)."""
+  rows = []
+  for cell in sweep.cells:
+    values, seconds = [], []
+    for seed in sweep.seeds:
+      workdir = run_dir(sweep_dir, cell, seed)
+      results = latest_results(workdir) if is_finished(workdir) else None
+      if results is None or sweep.metric not in results:
+        continue
+      values.append(float(results[sweep.metric]))
+      with open(os.path.join(workdir, DONE), encoding="utf-8") as f:
+        seconds.append(json.load(f)["seconds"])
+    rows.append({
+        "cell": cell.label,
+        "overrides": " ".join(f"{k}={flag_value(v)}" for k, v in cell.overrides.items()),
+        "runs": f"{len(values)}/{len(sweep.seeds)}",
+        "mean": statistics.fmean(values) if values else None,
+        "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
+        "paper": cell.paper,
+        "train_minutes": statistics.fmean(seconds) / 60 if seconds else None})
+  return rows
+
+
+def number(value, digits=3):
+  return "" if value is None else f"{value:.{digits}f}"
+
+
+def write_tables(sweep, rows, sweep_dir):
+  """``results.md`` (Markdown, missing cells marked) and ``results.csv`` under ``sweep_dir``."""
+  os.makedirs(sweep_dir, exist_ok=True)
+  header = [f"# Sweep {sweep.name} (base variant {sweep.base}, metric {sweep.metric})", ""]
+  if sweep.paper_table:
+    header += [f"Paper: {sweep.paper_table}", ""]
+  lines = header + ["| cell | overrides | runs | " + sweep.metric + " (mean +- std over seeds) "
+                    "| paper | train min |", "| --- | --- | --- | --- | --- | --- |"]
+  for row in rows:
+    measured = (f"{number(row['mean'])} +- {number(row['std'])}" if row["mean"] is not None
+                else "missing")
+    lines.append(f"| {row['cell']} | `{row['overrides']}` | {row['runs']} | {measured} | "
+                 f"{number(row['paper'])} | {number(row['train_minutes'], 1)} |")
+  with open(os.path.join(sweep_dir, "results.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.join(sweep_dir, "results.csv"), "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  sweep = load_sweep(_CONFIG.value, _SWEEP.value)
+  try:
+    runs = sweep_lib.select(sweep.runs(), _CELLS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  failed = 0
+  if not _COLLECT.value:
+    for cell, seed in runs:
+      workdir = run_dir(_SWEEP_DIR.value, cell, seed)
+      if is_finished(workdir):
+        logging.info("%s: finished, skipped", workdir)
+        continue
+      command = train_command(os.path.abspath(_CONFIG.value), sweep, cell, seed,
+                              os.path.abspath(workdir), _COCO_JSON_DIR.value)
+      if _PRINT_COMMANDS.value:
+        print(shlex.join(command))
+      else:
+        failed += not run_training(command, workdir)
+  if not _PRINT_COMMANDS.value:
+    print(write_tables(sweep, collect(sweep, _SWEEP_DIR.value), _SWEEP_DIR.value))
+  if failed:
+    sys.exit(f"error: {failed} of {len(runs)} runs failed; rerun the same command to retry them")
+
+
+def run():
+  """The ``jaxdet-sweep`` entry point."""
+  tools.run(__name__, main)
+
+
+if __name__ == "__main__":
+  run()
