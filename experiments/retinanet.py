@@ -32,6 +32,8 @@ Sweeps (``get_sweep``; run with ``jaxdet-sweep --config=experiments/retinanet.py
   focal_gamma       Table 1b in miniature: focal loss over gamma 0 (alpha-balanced cross-entropy),
                     0.5, 1, 2, 5, each at the alpha the paper found best for it, on
                     ``tiny_digits``, two seeds.
+  fpn_components    the FPN paper's Table 1 c-e on RetinaNet: the FPN, the bottom-up pyramid
+                    (no top-down path), the top-down pyramid without lateral connections.
 
 Example:
   python scripts/train.py --config=experiments/retinanet.py:resnet50_imagenet \
@@ -59,6 +61,7 @@ def model_config(num_classes, backbone="resnet50"):
       min_level=3, max_level=7,           # P3-P7
       p6_input="C5",                      # Sec. 4: P6 by a 3x3 stride-2 conv on C5
       fpn_width=256,
+      fpn_top_down=True, fpn_lateral=True,  # FPN's Table 1 d/e ablations when False
       head_width=256, head_depth=4,       # 4 x conv3x3-256-ReLU per subnet
       prior_prob=0.01,                    # Sec. 4 "Initialization", pi
       anchors=dict(size=4.0, num_scales=3, aspect_ratios=(0.5, 1.0, 2.0)),  # 32^2 on P3, A = 9
@@ -159,4 +162,11 @@ def get_sweep(name):
          for gamma, alpha in FOCAL_GAMMA_ALPHA],
         seeds=(0, 1), metric="coco/AP",
         paper_table="Lin et al. 2017, Table 1b (ResNet-50, 600 px, COCO minival AP)")
+  if name == "fpn_components":
+    return sweep.Sweep(
+        name, "tiny_digits",
+        [sweep.Cell("fpn", {}), sweep.Cell("bottom_up", {"model.fpn_top_down": False}),
+         sweep.Cell("no_lateral", {"model.fpn_lateral": False})],
+        seeds=(0, 1), metric="coco/AP",
+        paper_table="Lin et al. 2017 (FPN), Table 1 rows c, d, e (RPN on ResNet-50; AR, not AP)")
   raise ValueError(f"unknown RetinaNet sweep {name!r}; see experiments/retinanet.py")

@@ -88,7 +88,10 @@ class RetinaNet(base.Detector):
                                                 freeze_at=config.freeze_at),
                                  dtype=dtype, backend=backend),
         fpn=fpn_lib.FPN(width=config.fpn_width, min_level=config.min_level,
-                        max_level=config.max_level, p6_input=config.p6_input, dtype=dtype,
+                        max_level=config.max_level, p6_input=config.p6_input,
+                        # Configs saved before these options existed had both.
+                        top_down=config.get("fpn_top_down", True),
+                        lateral=config.get("fpn_lateral", True), dtype=dtype,
                         backend=backend),
         head=RetinaNetHead(num_classes=config.num_classes, anchors_per_cell=anchors_per_cell,
                            width=config.head_width, depth=config.head_depth,

@@ -4,6 +4,11 @@ P3-P5 from C3-C5: 1x1 lateral convs, nearest 2x upsampling, element-wise additio
 conv on each merged map (FPN Sec. 3, Fig. 3). P6 is a 3x3 stride-2 conv on C5 and P7 applies a
 ReLU then a 3x3 stride-2 conv on P6 (RetinaNet, Sec. 4 "Feature Pyramid Network Backbone").
 ``p6_input="P5"`` builds P6 from P5 instead, as torchvision's ``retinanet_resnet50_fpn`` does.
+
+The FPN paper's ablations (Sec. 5.1, Table 1 d and e) as options: ``top_down=False`` is the
+bottom-up pyramid (each level its own lateral conv, nothing from the coarser levels) and
+``lateral=False`` the top-down pyramid without lateral connections (each level the upsampled
+coarser one, C3-C4 unused).
 """
 import flax.linen as nn
 import jax.numpy as jnp
@@ -23,6 +28,8 @@ class FPN(nn.Module):
   min_level: int = 3
   max_level: int = 7
   p6_input: str = "C5"
+  top_down: bool = True         # the top-down pathway (FPN Sec. 3)
+  lateral: bool = True          # the lateral 1x1 connections below the top level
   dtype: jnp.dtype = jnp.float32
   backend: str = "xla"          # jaxdet.models.backend
 
@@ -35,11 +42,15 @@ class FPN(nn.Module):
   def __call__(self, features):
     if self.p6_input not in ("C5", "P5"):
       raise ValueError(f"p6_input must be 'C5' or 'P5', got {self.p6_input!r}")
+    if not (self.top_down or self.lateral):
+      raise ValueError("an FPN needs its top-down pathway or its lateral connections")
     top_level = min(self.max_level, LAST_BACKBONE_LEVEL)
     merged = {top_level: self._conv(1, name=f"lateral{top_level}")(features[f"C{top_level}"])}
     for level in range(top_level - 1, self.min_level - 1, -1):
-      lateral = self._conv(1, name=f"lateral{level}")(features[f"C{level}"])
-      merged[level] = lateral + layers.upsample_nearest_2x(merged[level + 1])
+      from_above = layers.upsample_nearest_2x(merged[level + 1]) if self.top_down else 0.0
+      lateral = (self._conv(1, name=f"lateral{level}")(features[f"C{level}"]) if self.lateral
+                 else 0.0)
+      merged[level] = lateral + from_above
     pyramid = [self._conv(3, name=f"output{level}")(merged[level])
                for level in range(self.min_level, top_level + 1)]
     if self.max_level > LAST_BACKBONE_LEVEL:

@@ -45,6 +45,16 @@ def upgrade(saved):
   return dict(saved, data=data)
 
 
+# Keys added since runs were first saved, with the value that reproduces what those runs did: a
+# saved config without the key resumes when the current one has this value.
+ADDED_KEYS = {"model.fpn_top_down": True, "model.fpn_lateral": True}
+
+
+def added_at_its_old_behaviour(change):
+  key, old, new = change
+  return old == ABSENT and key in ADDED_KEYS and new == ADDED_KEYS[key]
+
+
 class ConfigChangedError(errors.ReportedError, ValueError):
   """Resuming with a config that differs from the saved one in keys not allowed to change."""
 
@@ -85,7 +95,8 @@ def check_config(saved, config, workdir):
   """Refuses (:class:`ConfigChangedError`) to resume ``workdir`` with ``config`` if it differs
   from the ``saved`` config dict in a key neither free to change nor allowed; logs the accepted
   changes. Returns the changed keys."""
-  changes = differences(upgrade(saved), as_saved(config))
+  changes = [c for c in differences(upgrade(saved), as_saved(config))
+             if not added_at_its_old_behaviour(c)]
   allowed = allowed_keys(config)
   refused = [c for c in changes if not free_to_change(c[0]) and c[0] not in allowed]
   if refused:

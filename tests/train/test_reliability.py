@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from experiments import retinanet
 from experiments import ssd
 from experiments import yolo_v2
 from jaxdet import errors
@@ -189,6 +190,17 @@ def test_a_config_saved_with_flat_augmentation_keys_resumes_unchanged(experiment
   legacy = dict(saved, data=legacy_data)      # as configs were saved before data.augment.*
   assert resume.differences(legacy, saved)    # would be refused without the upgrade
   assert resume.check_config(legacy, config, str(tmp_path)) == []
+
+
+def test_a_config_saved_before_a_key_existed_resumes_at_its_old_behaviour_only(tmp_path):
+  config = retinanet.get_config("tiny_test")
+  saved = resume.as_saved(config)
+  del saved["model"]["fpn_top_down"], saved["model"]["fpn_lateral"]   # as saved before them
+  assert resume.check_config(saved, config, str(tmp_path)) == []
+  changed = retinanet.get_config("tiny_test").unlock()
+  changed.model.fpn_lateral = False
+  with pytest.raises(resume.ConfigChangedError, match=r"model.fpn_lateral: '<absent>' \(saved\)"):
+    resume.check_config(saved, changed, str(tmp_path))
 
 
 def checkpoint_files(workdir):
