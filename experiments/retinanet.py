@@ -148,6 +148,8 @@ def get_config(variant="tiny_digits"):
   return c
 
 
+SWEEPS = ("focal_gamma", "fpn_components")
+
 # Table 1b of Lin et al. 2017: each gamma with the alpha the paper found best for it.
 FOCAL_GAMMA_ALPHA = ((0.0, 0.75), (0.5, 0.5), (1.0, 0.25), (2.0, 0.25), (5.0, 0.25))
 

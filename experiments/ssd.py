@@ -44,6 +44,11 @@ Decoding: Caffe's ``DetectionOutput`` (ssd_pascal.py's ``det_out_param``): per c
 Every variant uses SSD's augmentation (photometric, zoom-out, min-IoU crop, flip) and warps the
 image to the square input, as the paper does.
 
+Sweeps (``jaxdet-sweep --config=experiments/ssd.py --sweep=<name> --sweep_dir=<dir>``):
+  table2_components   Table 2's design choices in miniature on ``tiny_digits``: without data
+                      augmentation and extra default-box shapes, then adding the augmentation,
+                      the {1/2, 2} and the {1/3, 3} boxes; two seeds.
+
 Example:
   python scripts/train.py --config=experiments/ssd.py:ssd300_voc --workdir=runs/ssd300 \
       --config.data.data_dir=/data/tfds --config.train.init_from=runs/vgg16_imagenet
@@ -51,6 +56,7 @@ Example:
 import ml_collections
 
 from jaxdet import config as config_lib
+from jaxdet import sweep
 from jaxdet.models import vgg
 
 # Extra aspect ratios per feature map (Sec. 2.2 / 3.1): {2, 1/2} on conv4_3 and the last two
@@ -201,3 +207,23 @@ def get_config(variant="tiny_digits"):
     raise ValueError(f"unknown SSD variant {variant!r}; see experiments/ssd.py")
   c.lock()
   return c
+
+
+SWEEPS = ("table2_components",)
+
+
+def get_sweep(name):
+  if name == "table2_components":
+    # Table 2's columns from the left, on tiny_digits' five maps: without data augmentation and
+    # without the extra default-box shapes, then adding the augmentation, the {1/2, 2} boxes and
+    # the {1/3, 3} boxes (the recipe). The atrous column (a speed choice) is not swept.
+    no_extra_shapes = ((),) * 5
+    return sweep.Sweep(name, "tiny_digits", [
+        sweep.Cell("plain", {"data.augment.name": "",
+                             "model.default_boxes.aspect_ratios": no_extra_shapes}),
+        sweep.Cell("augmentation", {"model.default_boxes.aspect_ratios": no_extra_shapes}),
+        sweep.Cell("plus_ratios_2", {"model.default_boxes.aspect_ratios": ((2,),) * 5}),
+        sweep.Cell("plus_ratios_3", {})],
+        seeds=(0, 1), metric="coco/AP",
+        paper_table="Liu et al. 2016, Table 2 (SSD300, VOC2007 test mAP)")
+  raise ValueError(f"unknown SSD sweep {name!r}; see experiments/ssd.py")

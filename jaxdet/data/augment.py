@@ -348,13 +348,11 @@ def yolo_augment(image, boxes, labels, seeds, *, jitter=0.2, saturation=1.5, exp
 def build(augment_config):
   """The augmentation ``(image, boxes, labels, seeds) -> (image, boxes, labels)`` that
   ``config.data.augment`` names, with its options (unset ones at their defaults); None for
-  ``name=""``. Unknown names and options, and values the augmentation refuses, are a
-  ``ValueError`` naming them."""
+  ``name=""`` (whatever the options). Unknown names and options, and values the augmentation
+  refuses, are a ``ValueError`` naming them."""
   options = dict(augment_config)
   name = options.pop("name", "")
-  if not name:
-    if options:
-      raise ValueError(f"data.augment has options {sorted(options)} but no name")
+  if not name:              # --config.data.augment.name= turns a recipe's augmentation off
     return None
   if name not in REGISTRY:
     raise ValueError(f"data.augment.name={name!r} is unknown; registered: {sorted(REGISTRY)}")
