@@ -148,27 +148,34 @@ def get_config(variant="tiny_digits"):
   return c
 
 
-SWEEPS = ("focal_gamma", "fpn_components")
-
 # Table 1b of Lin et al. 2017: each gamma with the alpha the paper found best for it.
 FOCAL_GAMMA_ALPHA = ((0.0, 0.75), (0.5, 0.5), (1.0, 0.25), (2.0, 0.25), (5.0, 0.25))
 
 
+def focal_gamma(name):
+  # The paper's AP column is left blank until copied from the paper itself.
+  return sweep.Sweep(
+      name, "tiny_digits",
+      [sweep.Cell(f"gamma{gamma:g}_alpha{alpha:g}",
+                  {"model.loss.focal_gamma": gamma, "model.loss.focal_alpha": alpha})
+       for gamma, alpha in FOCAL_GAMMA_ALPHA],
+      seeds=(0, 1), metric="coco/AP",
+      paper_table="Lin et al. 2017, Table 1b (ResNet-50, 600 px, COCO minival AP)")
+
+
+def fpn_components(name):
+  return sweep.Sweep(
+      name, "tiny_digits",
+      [sweep.Cell("fpn", {}), sweep.Cell("bottom_up", {"model.fpn_top_down": False}),
+       sweep.Cell("no_lateral", {"model.fpn_lateral": False})],
+      seeds=(0, 1), metric="coco/AP",
+      paper_table="Lin et al. 2017 (FPN), Table 1 rows c, d, e (RPN on ResNet-50; AR, not AP)")
+
+
+SWEEPS = {"focal_gamma": focal_gamma, "fpn_components": fpn_components}
+
+
 def get_sweep(name):
-  if name == "focal_gamma":
-    # The paper's AP column is left blank until copied from the paper itself.
-    return sweep.Sweep(
-        name, "tiny_digits",
-        [sweep.Cell(f"gamma{gamma:g}_alpha{alpha:g}",
-                    {"model.loss.focal_gamma": gamma, "model.loss.focal_alpha": alpha})
-         for gamma, alpha in FOCAL_GAMMA_ALPHA],
-        seeds=(0, 1), metric="coco/AP",
-        paper_table="Lin et al. 2017, Table 1b (ResNet-50, 600 px, COCO minival AP)")
-  if name == "fpn_components":
-    return sweep.Sweep(
-        name, "tiny_digits",
-        [sweep.Cell("fpn", {}), sweep.Cell("bottom_up", {"model.fpn_top_down": False}),
-         sweep.Cell("no_lateral", {"model.fpn_lateral": False})],
-        seeds=(0, 1), metric="coco/AP",
-        paper_table="Lin et al. 2017 (FPN), Table 1 rows c, d, e (RPN on ResNet-50; AR, not AP)")
-  raise ValueError(f"unknown RetinaNet sweep {name!r}; see experiments/retinanet.py")
+  if name not in SWEEPS:
+    raise ValueError(f"unknown RetinaNet sweep {name!r}; choose from {tuple(SWEEPS)}")
+  return SWEEPS[name](name)

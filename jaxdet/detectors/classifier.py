@@ -42,12 +42,11 @@ TOP_K = 5   # the classes decode() returns per image: ImageNet's top-5 accuracy
 
 
 class ClassifierModel(nn.Module):
-  make_trunk: callable     # name -> the trunk module (jaxdet.models.backbones)
-  trunk_name: str          # its name in the detector's variables
+  make_trunk: callable     # () -> the trunk (jaxdet.models.backbones), named as in its detector
 
   @nn.compact
   def __call__(self, images, train=False):
-    return {"logits": self.make_trunk(name=self.trunk_name)(images, train)["logits"]}
+    return {"logits": self.make_trunk()(images, train)["logits"]}
 
 
 class Classifier(base.Detector):
@@ -55,13 +54,12 @@ class Classifier(base.Detector):
 
   def __init__(self, config):
     self.config = config
-    trunk = backbones.get(config.trunk)
     backend = base.backend_of(config)
     make_trunk = functools.partial(backbones.build, config.trunk, config.backbone,
                                    dtype=jnp.dtype(config.dtype), backend=backend,
-                                   num_classes=config.num_classes)
-    super().__init__(ClassifierModel(make_trunk=make_trunk, trunk_name=trunk.variable_name),
-                     config.num_classes, backend)
+                                   num_classes=config.num_classes,
+                                   name=backbones.get(config.trunk).variable_name)
+    super().__init__(ClassifierModel(make_trunk=make_trunk), config.num_classes, backend)
 
   def training_labels(self, detection_classes, classification_classes):
     if detection_classes is not None or classification_classes is None:

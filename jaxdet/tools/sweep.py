@@ -53,9 +53,9 @@ DONE = "sweep_run.json"
 
 def load_sweep(path, name):
   """``get_sweep(name)`` of the experiment file at ``path``."""
-  spec = importlib.util.spec_from_file_location(f"jaxdet_sweep_{abs(hash(path))}", path)
-  if spec is None or not os.path.exists(path):
+  if not os.path.isfile(path):
     raise app.UsageError(f"--config={path}: no such experiment file")
+  spec = importlib.util.spec_from_file_location(f"jaxdet_sweep_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
