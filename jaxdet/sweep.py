@@ -22,6 +22,8 @@ class Sweep:
   seeds: Sequence[int] = (0,)
   metric: str = "coco/AP"             # a key of the evaluation results
   paper_table: str = ""               # e.g. "Lin et al. 2017, Table 1b (AP, ResNet-50, 600 px)"
+  x: str = ""          # an override key every cell sets: the plot's x axis (else the cell labels)
+  series: str = ""     # an override key every cell sets: one line per value (needs ``x``)
 
   def __post_init__(self):
     labels = [c.label for c in self.cells]
@@ -35,10 +37,24 @@ class Sweep:
       raise ValueError(f"sweep {self.name!r}: cell labels {bad} cannot name a folder")
     if not self.seeds:
       raise ValueError(f"sweep {self.name!r} has no seeds")
+    if self.series and not self.x:
+      raise ValueError(f"sweep {self.name!r}: a series ({self.series}) needs an x key")
+    for key in filter(None, (self.x, self.series)):
+      unset = [c.label for c in self.cells if key not in c.overrides]
+      if unset:
+        raise ValueError(f"sweep {self.name!r} plots {key}, which the cells {unset} do not set")
 
   def runs(self):
     """``[(cell, seed)]``, cell-major: the unit a worker runs."""
     return [(cell, seed) for cell in self.cells for seed in self.seeds]
+
+
+def cell_config(get_config, sweep, cell):
+  """The config a cell trains: ``get_config(sweep.base)`` with the cell's overrides, each
+  checked against the locked config as the command line checks it."""
+  config = get_config(sweep.base)
+  config.update_from_flattened_dict(dict(cell.overrides))
+  return config
 
 
 def select(runs, spec):

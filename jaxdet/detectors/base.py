@@ -54,6 +54,14 @@ class Detector(abc.ABC):
       return self.model.apply(variables, images, train=True, mutable=["batch_stats"], rngs=rngs)
     return self.model.apply(variables, images, train=False), {}
 
+  def forward_gflop_per_image(self, image_size):
+    """The inference forward pass's cost in GFLOP per image at ``image_size`` (XLA's cost
+    analysis of the lowered program; nothing is initialised or run)."""
+    images = jax.ShapeDtypeStruct((1, *image_size, 3), jnp.float32)
+    variables = jax.eval_shape(lambda: self.init(jax.random.key(0), tuple(image_size)))
+    lowered = jax.jit(lambda v, x: self.apply(v, x)[0]).lower(variables, images)
+    return lowered.cost_analysis()["flops"] / 1e9
+
   def frozen_parameters(self, params):
     """A tree of bools over ``params``, True where the optimizer must not change the parameter
     (a frozen backbone part, frozen batch norm); ``None`` when everything trains."""

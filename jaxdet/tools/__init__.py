@@ -1,7 +1,8 @@
 """jaxdet's command-line tools, each an absl program: ``jaxdet-train`` (also ``python -m
 jaxdet.tools.train`` or ``python scripts/train.py`` in a checkout), ``jaxdet-evaluate``,
-``jaxdet-predict``, ``jaxdet-sweep``, ``jaxdet-benchmark`` and ``jaxdet-kmeans-anchors``. The
-recipes they take (``--config=experiments/<family>.py:<variant>``) are files of the checkout."""
+``jaxdet-predict``, ``jaxdet-sweep``, ``jaxdet-benchmark``, ``jaxdet-speed-accuracy`` and
+``jaxdet-kmeans-anchors``. The recipes they take (``--config=experiments/<family>.py:<variant>``)
+are files of the checkout."""
 import contextlib
 import sys
 

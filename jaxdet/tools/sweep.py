@@ -10,17 +10,17 @@ Each run (cell x seed) is an ordinary training run in <sweep_dir>/<cell>/seed<k>
 through the training tool: resumable, its checkpoints, eval JSON and run_info.json where they
 always are. A finished run (its sweep_run.json written) is skipped and an unfinished one resumes,
 so a stopped sweep is finished by the same command. A failed run is reported and the others go
-on. At the end the table of every finished run is written: <sweep_dir>/results.md and .csv.
+on. At the end the table of every finished run is written, <sweep_dir>/results.md and .csv,
+with its figure results.png (the metric against the sweep's x key or its cells; needs the
+``plots`` extra).
 
 A SLURM array of 8 tasks: ``#SBATCH --array=1-8`` with
 ``jaxdet-sweep ... --cells=${SLURM_ARRAY_TASK_ID}/8``, then one ``jaxdet-sweep ... --collect``.
 """
 import csv
-import glob
 import importlib.util
 import json
 import os
-import re
 import shlex
 import statistics
 import subprocess
@@ -31,8 +31,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from jaxdet import detectors
+from jaxdet import plots
 from jaxdet import sweep as sweep_lib
 from jaxdet import tools
+from jaxdet.evaluation import results_files
 
 _CONFIG = flags.DEFINE_string("config", None, "The experiment file that defines the sweep.",
                               required=True)
@@ -48,11 +51,12 @@ _COLLECT = flags.DEFINE_bool("collect", False, "Only write the table of the fini
 _COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None, "Passed to every run: train on "
                                      "this COCO-json folder (see the training tool).")
 
-DONE = "sweep_run.json"
+DONE = "sweep_run.json"      # a finished run: its command and training seconds
+PARTIAL = "sweep_seconds.json"   # the seconds of the invocations so far
 
 
-def load_sweep(path, name):
-  """``get_sweep(name)`` of the experiment file at ``path``."""
+def load_experiment(path):
+  """The experiment file at ``path`` as a module (its ``get_config`` and ``get_sweep``)."""
   if not os.path.isfile(path):
     raise app.UsageError(f"--config={path}: no such experiment file")
   spec = importlib.util.spec_from_file_location(f"jaxdet_sweep_{abs(hash(path))}", path)
@@ -60,7 +64,7 @@ def load_sweep(path, name):
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise app.UsageError(f"{path} defines no get_sweep(name)")
-  return module.get_sweep(name)
+  return module
 
 
 def flag_value(value):
@@ -86,38 +90,65 @@ def is_finished(workdir):
   return os.path.exists(os.path.join(workdir, DONE))
 
 
+def reached_last_step(workdir):
+  """Whether the run in ``workdir`` evaluated at its last step: a run stopped by a signal exits
+  cleanly too (its checkpoint committed) but skips that evaluation."""
+  try:
+    with open(os.path.join(workdir, "run_info.json"), encoding="utf-8") as f:
+      total = json.load(f)[-1]["config"]["train"]["total_steps"]
+  except (OSError, ValueError, LookupError):
+    return False
+  return results_files.read(workdir, total) is not None
+
+
+def write_json(path, value):
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(value, f)
+
+
+def seconds_so_far(workdir):
+  path = os.path.join(workdir, PARTIAL)
+  if not os.path.exists(path):
+    return 0.0
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)["seconds"]
+
+
 def run_training(command, workdir):
-  """Runs one training command; True if it finished (then ``sweep_run.json`` records it)."""
+  """Runs one training command; True if the run reached its last step (then ``sweep_run.json``
+  records it with the seconds of all the invocations it took)."""
   os.makedirs(workdir, exist_ok=True)
-  start = time.time()
+  earlier, start = seconds_so_far(workdir), time.time()
   returncode = subprocess.run(command, check=False).returncode
+  seconds = round(earlier + time.time() - start, 1)
+  write_json(os.path.join(workdir, PARTIAL), {"seconds": seconds})
   if returncode:
     logging.error("run %s failed (exit status %d); the sweep goes on", workdir, returncode)
     return False
-  with open(os.path.join(workdir, DONE), "w", encoding="utf-8") as f:
-    json.dump({"command": shlex.join(command), "seconds": round(time.time() - start, 1)}, f)
+  if not reached_last_step(workdir):
+    logging.error("run %s stopped before its last step; rerun the sweep to resume it", workdir)
+    return False
+  write_json(os.path.join(workdir, DONE), {"command": shlex.join(command), "seconds": seconds})
   return True
 
 
-def latest_results(workdir):
-  """The newest ``eval_step<N>.json`` of a run, or None."""
-  found = [(int(re.search(r"eval_step(\d+)\.json$", p).group(1)), p)
-           for p in glob.glob(os.path.join(workdir, "eval_step*.json"))]
-  if not found:
-    return None
-  with open(max(found)[1], encoding="utf-8") as f:
-    return json.load(f)
+def inference_gflop(get_config, sweep, cell):
+  """A cell's inference cost: GFLOP per image of its forward pass at its input size."""
+  config = sweep_lib.cell_config(get_config, sweep, cell)
+  return detectors.build(config.model).forward_gflop_per_image(tuple(config.data.image_size))
 
 
-def collect(sweep, sweep_dir):
-  """One row per cell: the metric's mean and standard deviation over the finished seeds, the
-  paper's number, the training time (seconds of the invocation that finished each run)."""
+def collect(sweep, sweep_dir, get_config):
+  """One row per cell: the metric's mean and sample standard deviation over the finished seeds,
+  the paper's number, the inference GFLOP per image and the training minutes (all the
+  invocations of each finished run)."""
   rows = []
   for cell in sweep.cells:
     values, seconds = [], []
     for seed in sweep.seeds:
       workdir = run_dir(sweep_dir, cell, seed)
-      results = latest_results(workdir) if is_finished(workdir) else None
+      newest = results_files.latest(workdir) if is_finished(workdir) else None
+      results = newest[1] if newest else None
       if results is None or sweep.metric not in results:
         continue
       values.append(float(results[sweep.metric]))
@@ -130,6 +161,7 @@ def collect(sweep, sweep_dir):
         "mean": statistics.fmean(values) if values else None,
         "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
         "paper": cell.paper,
+        "gflop_per_image": inference_gflop(get_config, sweep, cell),
         "train_minutes": statistics.fmean(seconds) / 60 if seconds else None})
   return rows
 
@@ -138,32 +170,36 @@ def number(value, digits=3):
   return "" if value is None else f"{value:.{digits}f}"
 
 
-def write_tables(sweep, rows, sweep_dir):
-  """``results.md`` (Markdown, missing cells marked) and ``results.csv`` under ``sweep_dir``."""
+def write_results(sweep, rows, sweep_dir):
+  """``results.md`` (Markdown, missing cells marked), ``results.csv`` and the figure
+  ``results.png`` under ``sweep_dir``; returns the Markdown table."""
   os.makedirs(sweep_dir, exist_ok=True)
   header = [f"# Sweep {sweep.name} (base variant {sweep.base}, metric {sweep.metric})", ""]
   if sweep.paper_table:
     header += [f"Paper: {sweep.paper_table}", ""]
   lines = header + ["| cell | overrides | runs | " + sweep.metric + " (mean +- std over seeds) "
-                    "| paper | train min |", "| --- | --- | --- | --- | --- | --- |"]
+                    "| paper | GFLOP / image | train min |", "|" + " --- |" * 7]
   for row in rows:
     measured = (f"{number(row['mean'])} +- {number(row['std'])}" if row["mean"] is not None
                 else "missing")
     lines.append(f"| {row['cell']} | `{row['overrides']}` | {row['runs']} | {measured} | "
-                 f"{number(row['paper'])} | {number(row['train_minutes'], 1)} |")
+                 f"{number(row['paper'])} | {number(row['gflop_per_image'])} | "
+                 f"{number(row['train_minutes'], 1)} |")
   with open(os.path.join(sweep_dir, "results.md"), "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.join(sweep_dir, "results.csv"), "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
+  plots.sweep_figure(sweep, rows, os.path.join(sweep_dir, "results.png"))
   return "\n".join(lines)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  sweep = load_sweep(_CONFIG.value, _SWEEP.value)
+  experiment = load_experiment(_CONFIG.value)
+  sweep = experiment.get_sweep(_SWEEP.value)
   try:
     runs = sweep_lib.select(sweep.runs(), _CELLS.value)
   except ValueError as e:
@@ -182,9 +218,11 @@ def main(argv):
       else:
         failed += not run_training(command, workdir)
   if not _PRINT_COMMANDS.value:
-    print(write_tables(sweep, collect(sweep, _SWEEP_DIR.value), _SWEEP_DIR.value))
+    rows = collect(sweep, _SWEEP_DIR.value, experiment.get_config)
+    print(write_results(sweep, rows, _SWEEP_DIR.value))
   if failed:
-    sys.exit(f"error: {failed} of {len(runs)} runs failed; rerun the same command to retry them")
+    sys.exit(f"error: {failed} of {len(runs)} runs failed or stopped early; rerun the same "
+             "command to retry or resume them")
 
 
 def run():

@@ -22,6 +22,7 @@ from jaxdet.data import pipeline
 from jaxdet.data import sanitize
 from jaxdet.data import sources
 from jaxdet.evaluation import evaluator
+from jaxdet.evaluation import results_files
 from jaxdet.train import checkpoint
 from jaxdet.train import resume
 from jaxdet.train import sharding
@@ -255,7 +256,7 @@ def run_evaluation(detector, state, config, mesh, issues, writer, workdir):
                len(source), time.time() - start, report)
   writer.write(step, {f"eval/{k}": v for k, v in results.items()})
   if jax.process_index() == 0:
-    (epath.Path(workdir) / f"eval_step{step}.json").write_text(json.dumps(results, indent=1))
+    results_files.write(workdir, step, results)
   return results
 
 
