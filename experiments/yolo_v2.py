@@ -36,6 +36,12 @@ Priors are in cells of the stride-32 output (darknet's unit; they scale with the
 your own data, run ``scripts/kmeans_anchors.py --k=5 --output=priors.json`` and train with
 ``--config.model.priors_file=priors.json``.
 
+Sweeps (``get_sweep``; run with ``jaxdet-sweep --config=experiments/yolo_v2.py --sweep=<name>
+--sweep_dir=<dir>``):
+  table2_path     Table 2's path from anchor boxes to YOLOv2 in miniature on ``tiny_digits``
+                  (cumulative: batch norm, k-means priors, direct location prediction,
+                  passthrough, multi-scale training), two seeds.
+
 The loss is darknet's region layer with halved squared errors (jaxdet.detectors.yolo_v2), so the
 learning rates are darknet's.
 
@@ -50,6 +56,7 @@ Example:
 import ml_collections
 
 from jaxdet import config as config_lib
+from jaxdet import sweep
 from jaxdet.models import darknet
 
 # darknet's k-means priors (w, h) in stride-32 cells: cfg/yolo-voc.cfg and cfg/yolo.cfg as
@@ -70,7 +77,10 @@ def model_config(num_classes, priors=VOC_PRIORS):
       backbone=dict(stages=darknet.DARKNET19_STAGES),
       head="yolov2",                          # or "darknet19" (cfg/yolo9000.cfg's)
       head_width=1024,                        # Sec. 3: three 3x3 convolutions of 1024 filters
+      passthrough=True,                       # Sec. 2 "Fine-Grained Features"
       passthrough_width=0,                    # Sec. 2: 26x26x512 -> 13x13x2048; 2017 cfg: 64
+      batch_norm=True,                        # Sec. 2 "Batch Normalization"
+      location="logistic",                    # Sec. 2 "Direct location prediction"
       priors=priors,                          # (w, h) in stride-32 cells; k = 5 (Sec. 2)
       priors_file="",                         # JSON of scripts/kmeans_anchors.py, if set
       loss=dict(coord_weight=1.0, object_weight=5.0, noobject_weight=1.0, class_weight=1.0,
@@ -176,3 +186,39 @@ def get_config(variant="tiny_digits"):
     raise ValueError(f"unknown YOLOv2 variant {variant!r}; see experiments/yolo_v2.py")
   c.lock()
   return c
+
+
+# k = 3 k-means priors of digit_scenes:train at 128x128 in stride-32 cells (mean best IoU 0.747):
+# python scripts/kmeans_anchors.py --config=experiments/yolo_v2.py:tiny_digits --k=3
+DIGIT_KMEANS_PRIORS = ((0.3819, 0.6494), (0.6119, 1.0264), (0.9185, 1.3756))
+
+
+def table2_path(name):
+  # Table 2's path from YOLO to YOLOv2 on tiny_digits, each cell adding one step: anchor boxes
+  # with the RPN's offsets (no batch norm, hand-picked priors: tiny()'s squares, no passthrough,
+  # one input size), then batch norm, k-means priors, direct location prediction, the
+  # passthrough and multi-scale training. The hi-res classifier and detector steps need
+  # ImageNet pretraining and a larger input: not swept.
+  steps = [("batch_norm", {"model.batch_norm": False}),          # each step, and what undoes it
+           ("dimension_priors", {"model.priors": tiny().model.priors}),
+           ("location_prediction", {"model.location": "anchor_offset"}),
+           ("passthrough", {"model.passthrough": False}),
+           ("multi_scale", {"data.multi_scale_sizes": ()})]
+
+  def without(later_steps):
+    return {"model.priors": DIGIT_KMEANS_PRIORS,
+            **{key: value for _, undo in later_steps for key, value in undo.items()}}
+  cells = [sweep.Cell("anchor_boxes", without(steps))]
+  cells += [sweep.Cell(label, without(steps[index + 1:]))
+            for index, (label, _) in enumerate(steps)]
+  return sweep.Sweep(name, "tiny_digits", cells, seeds=(0, 1), metric="coco/AP",
+                     paper_table="Redmon & Farhadi 2017, Table 2 (VOC2007 test mAP)")
+
+
+SWEEPS = {"table2_path": table2_path}
+
+
+def get_sweep(name):
+  if name not in SWEEPS:
+    raise ValueError(f"unknown YOLOv2 sweep {name!r}; choose from {tuple(SWEEPS)}")
+  return SWEEPS[name](name)

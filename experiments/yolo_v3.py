@@ -55,6 +55,7 @@ def model_config(num_classes):
       priors=COCO_PRIORS,
       priors_file="",                          # JSON of scripts/kmeans_anchors.py --k=9, if set
       priors_per_level=MASKS,
+      location="logistic",                     # Sec. 2.1; Sec. 5 tried the others
       loss=dict(coord_weight=1.0, object_weight=1.0, noobject_weight=1.0, class_weight=1.0,
                 coord_loss="darknet",          # darknet's yolo layer; "sse": Sec. 2.1's text
                 ignore_threshold=0.5,          # Sec. 2.1 and yolov3.cfg as released (since

@@ -14,7 +14,7 @@ SWEEPS = [(family, name) for family in FAMILIES
 
 
 def test_the_shipped_sweeps_are_found():
-  assert ("retinanet", "focal_gamma") in SWEEPS and ("ssd", "table2_components") in SWEEPS
+  assert ("retinanet", "focal_loss") in SWEEPS and ("ssd", "table2_components") in SWEEPS
 
 
 @pytest.mark.parametrize("family, name", SWEEPS, ids=[f"{f}:{n}" for f, n in SWEEPS])

@@ -149,7 +149,8 @@ class YOLO9000(yolo_v2.YOLOv2):
     score = jnp.where(node >= 0, jax.nn.sigmoid(outputs["objectness_logits"]) * probability, 0.0)
     return yolo_slots.decode_detections(self.grid(tuple(image_size)), outputs["box_logits"],
                                         score[..., None], image_size, self.config.decode,
-                                        classes=jnp.maximum(node, 0)[..., None])
+                                        classes=jnp.maximum(node, 0)[..., None],
+                                        location=self.location)
 
   def display_names(self, class_names):
     """Each tree node shown with its path from the top, e.g. ``"odd > 7"``."""

@@ -26,18 +26,19 @@ class SlotTargets(NamedTuple):
   """Targets of every prediction slot ``[B, N, ...]``; only ``positive`` slots carry a truth."""
   positive: jax.Array        # [B, N] bool: the slot is responsible for a truth
   labels: jax.Array          # [B, N] int32 dataset class of that truth (0 elsewhere)
-  box_targets: jax.Array     # [B, N, 4] (sigma(t_x), sigma(t_y), t_w, t_h) targets (0 elsewhere)
+  box_targets: jax.Array     # [B, N, 4] yolo_encode's targets (0 elsewhere)
   coord_weight: jax.Array    # [B, N] 2 - w h / (W H) of the truth, or 1 (0 elsewhere)
   assigned_iou: jax.Array    # [B, N] IoU of the predicted box with its truth (0 elsewhere)
   best_iou: jax.Array        # [B, N] highest IoU of the predicted box with any truth
   truth_slots: jax.Array     # [B, M] int32 slot of each truth, -1 for padding
 
 
-def slot_targets(grid, box_logits, batch, area_weighted=True):
+def slot_targets(grid, box_logits, batch, area_weighted=True, location="logistic"):
   """Assigns the truths of ``batch`` (``boxes [B, M, 4]``, ``labels``, ``mask``) to the slots of
-  ``grid`` and measures the predicted boxes (``box_logits [B, N, 4]``, not differentiated)
-  against them. ``area_weighted``: the coordinate weight is ``2 - w h / (W H)`` (darknet's region
-  layer since March 2017, its yolo layer), else 1 (the region layer of Nov. 2016)."""
+  ``grid`` and measures the predicted boxes (``box_logits [B, N, 4]`` placed by ``location``,
+  ``jaxdet.ops.boxes.LOCATIONS``; not differentiated) against them. ``area_weighted``: the
+  coordinate weight is ``2 - w h / (W H)`` (darknet's region layer since March 2017, its yolo
+  layer), else 1 (the region layer of Nov. 2016)."""
   cell_xy, stride, prior_wh = (jnp.asarray(a) for a in (grid.cell_xy, grid.stride, grid.prior_wh))
   gt_boxes = batch["boxes"].astype(jnp.float32)
   truth_slots = matching.yolo_truth_slots(grid, gt_boxes, batch["mask"])
@@ -45,10 +46,11 @@ def slot_targets(grid, box_logits, batch, area_weighted=True):
   positive = owner >= 0
   slot_truth = matching.gather_matched(gt_boxes, jnp.maximum(owner, 0))      # [B, N, 4]
   labels = matching.gather_matched(batch["labels"], jnp.maximum(owner, 0))
-  box_targets = box_ops.yolo_encode(slot_truth, cell_xy, stride, prior_wh)
+  box_targets = box_ops.yolo_encode(slot_truth, cell_xy, stride, prior_wh, location)
   height, width = batch["image"].shape[1:3]
   relative_area = box_ops.box_area(slot_truth) / (height * width)
-  predicted = box_ops.yolo_decode(jax.lax.stop_gradient(box_logits), cell_xy, stride, prior_wh)
+  predicted = box_ops.yolo_decode(jax.lax.stop_gradient(box_logits), cell_xy, stride, prior_wh,
+                                  location)
   iou = box_ops.pairwise_iou(predicted, gt_boxes)                            # [B, N, M]
   iou = jnp.where(batch["mask"][:, None, :], iou, 0.0)
   assigned_iou = jnp.take_along_axis(iou, jnp.maximum(owner, 0)[..., None], axis=-1)[..., 0]
@@ -62,19 +64,24 @@ def slot_targets(grid, box_logits, batch, area_weighted=True):
       truth_slots=truth_slots)
 
 
-def coordinate_loss(box_logits, targets, xy_loss="squared"):
+def coordinate_loss(box_logits, targets, xy_loss="squared", location="logistic"):
   """``[B, N]``: the coordinate weight times ``E_xy + [(t_w - w*)^2 + (t_h - h*)^2] / 2`` at the
-  positive slots, 0 elsewhere, with ``E_xy``
+  positive slots, 0 elsewhere, with ``E_xy``, for the "logistic" ``location``,
 
   * ``"squared"``: ``[(sigma(t_x) - x*)^2 + (sigma(t_y) - y*)^2] / 2``, darknet's region layer
     (YOLOv2), whose delta ``x* - sigma(t_x)`` is back-propagated through the sigmoid;
   * ``"logistic"``: the binary cross-entropy of ``sigma(t_x)`` with the soft target ``x*`` (and
     y), darknet's yolo layer (YOLOv3), which passes ``x* - sigma(t_x)`` to ``t_x`` without the
-    sigmoid's derivative: that is this term's gradient.
+    sigmoid's derivative: that is this term's gradient;
+
+  and for the "linear" and "anchor_offset" locations (no sigmoid) ``[(t_x - x*)^2 + (t_y -
+  y*)^2] / 2`` whatever ``xy_loss``.
   """
   box_logits = box_logits.astype(jnp.float32)
   xy_logits, xy_targets = box_logits[..., :2], targets.box_targets[..., :2]
-  if xy_loss == "squared":
+  if location != "logistic":
+    xy_error = losses.half_squared_error(xy_logits, xy_targets)
+  elif xy_loss == "squared":
     xy_error = losses.half_squared_error(jax.nn.sigmoid(xy_logits), xy_targets)
   elif xy_loss == "logistic":
     xy_error = losses.binary_cross_entropy(xy_logits, xy_targets)
@@ -96,18 +103,19 @@ def slot_label_union(targets, labels, num_classes):
   return union.at[rows, slots, labels].max(1.0, mode="drop")
 
 
-def decode_detections(grid, box_logits, scores, image_size, decode_config, classes=None):
+def decode_detections(grid, box_logits, scores, image_size, decode_config, classes=None,
+                      location="logistic"):
   """Detections from per-slot class ``scores [B, N, K]`` (already the products with objectness):
   the ``decode_config.pre_nms_topk`` best (slot, class) pairs, their boxes by
-  :func:`jaxdet.ops.boxes.yolo_decode`, then ``base.nms_detections``. ``classes [B, N, K]``
-  names the class of each score (default: its column)."""
+  :func:`jaxdet.ops.boxes.yolo_decode` at ``location``, then ``base.nms_detections``.
+  ``classes [B, N, K]`` names the class of each score (default: its column)."""
   batch_size, num_slots, num_classes = scores.shape
   top_scores, top_index = jax.lax.top_k(scores.reshape(batch_size, -1),
                                         min(decode_config.pre_nms_topk, num_slots * num_classes))
   slot = top_index // num_classes
   t = jnp.take_along_axis(box_logits, slot[..., None], axis=1)
   boxes = box_ops.yolo_decode(t, *(jnp.asarray(a)[slot] for a in (grid.cell_xy, grid.stride,
-                                                                    grid.prior_wh)))
+                                                                    grid.prior_wh)), location)
   if classes is None:
     top_classes = top_index % num_classes
   else:

@@ -19,6 +19,12 @@ Two forms of the passthrough (``passthrough_width``):
 ``head="darknet19"`` drops the three added convolutions and the passthrough: the 1x1 prediction
 sits on Darknet-19's last layer, as darknet's cfg/yolo9000.cfg.
 
+The steps of Table 2's path from YOLO to YOLOv2 are options (the recipes take every one):
+``batch_norm=False`` (biases instead, everywhere), ``passthrough=False``, ``location=
+"anchor_offset"`` (the RPN-style offsets that direct location prediction replaced,
+``jaxdet.ops.boxes.LOCATIONS``), hand-picked ``priors`` instead of k-means ones, and no
+``data.multi_scale_sizes``.
+
 The paper does not write the loss out. It is darknet's region layer (``src/region_layer.c``,
 ``forward_region_layer``; the x, y and objectness deltas go through the sigmoid's derivative,
 in the forward pass itself in 2016 and in ``backward_region_layer_gpu`` since March 2017),
@@ -59,6 +65,7 @@ from jaxdet.models import backbones
 from jaxdet.models import darknet
 from jaxdet.models import layers
 from jaxdet.ops import anchors as anchor_lib
+from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import losses
 
 STRIDE = 32                           # Darknet-19's output stride: 416 -> 13x13 (Sec. 2)
@@ -86,6 +93,8 @@ class YOLOv2Model(nn.Module):
   head: str = "yolov2"                 # or "darknet19": cfg/yolo9000.cfg, no added layers
   head_width: int = 1024               # the three added 3x3 convolutions (Sec. 3)
   passthrough_width: int = 64          # 1x1 reduction before space-to-depth; 0: none (paper)
+  passthrough: bool = True             # False: no fine-grained features (Table 2's ablation)
+  batch_norm: bool = True              # False: biases instead (Table 2's first column)
   dtype: jnp.dtype = jnp.float32
   backend: str = "xla"          # jaxdet.models.backend
 
@@ -99,18 +108,16 @@ class YOLOv2Model(nn.Module):
     features = self.backbone(images.astype(self.dtype), train)
     x = features["stride32"]
     if self.head == "yolov2":
+      conv = functools.partial(darknet.ConvBNLeaky, batch_norm=self.batch_norm,
+                               dtype=self.dtype, backend=self.backend)
       for index in (1, 2):
-        x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype,
-                                backend=self.backend, name=f"head{index}")(
-            x, train)
-      fine = features["stride16"]
-      if self.passthrough_width:
-        fine = darknet.ConvBNLeaky(self.passthrough_width, 1, dtype=self.dtype,
-                                   backend=self.backend,
-                                   name="passthrough")(fine, train)
-      x = jnp.concatenate([space_to_depth(fine), x], axis=-1)
-      x = darknet.ConvBNLeaky(self.head_width, 3, dtype=self.dtype,
-                              backend=self.backend, name="head3")(x, train)
+        x = conv(self.head_width, 3, name=f"head{index}")(x, train)
+      if self.passthrough:
+        fine = features["stride16"]
+        if self.passthrough_width:
+          fine = conv(self.passthrough_width, 1, name="passthrough")(fine, train)
+        x = jnp.concatenate([space_to_depth(fine), x], axis=-1)
+      x = conv(self.head_width, 3, name="head3")(x, train)
     x = layers.conv(self.num_priors * (5 + self.num_classes), 1, use_bias=True, dtype=self.dtype,
                     backend=self.backend,
                     kernel_init=nn.initializers.normal(0.01), name="predict")(x)
@@ -127,14 +134,20 @@ class YOLOv2(base.Detector):
     self.config = config
     # Priors in cells of the stride-32 map, darknet's unit: they scale with the input size.
     self.priors_cells = yolo_slots.read_priors(config, "priors_cells")
+    # Configs saved before the Table 2 options existed lack them (jaxdet.train.resume).
+    self.location = config.get("location", "logistic")
+    box_ops.check_location(self.location)
+    batch_norm = config.get("batch_norm", True)
     backend = base.backend_of(config)
     dtype = jnp.dtype(config.dtype)
-    model = YOLOv2Model(backbone=backbones.build("darknet19", config.backbone, dtype=dtype,
-                                                 backend=backend),
+    backbone = backbones.build("darknet19", dict(config.backbone.items(), batch_norm=batch_norm),
+                               dtype=dtype, backend=backend)
+    model = YOLOv2Model(backbone=backbone,
                         num_classes=class_outputs or config.num_classes,
                         num_priors=len(self.priors_cells),
                         head=config.head, head_width=config.head_width,
                         passthrough_width=config.passthrough_width,
+                        passthrough=config.get("passthrough", True), batch_norm=batch_norm,
                         dtype=dtype, backend=backend)
     super().__init__(model, config.num_classes, backend)
 
@@ -164,12 +177,13 @@ class YOLOv2(base.Detector):
     slot targets."""
     cfg = self.config.loss
     grid = self.grid(tuple(batch["image"].shape[1:3]))
-    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch, cfg.coord_area_weight)
+    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch, cfg.coord_area_weight,
+                                      self.location)
     objectness = jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))
     unassigned = ~targets.positive & (targets.best_iou <= cfg.ignore_threshold)
     terms = {
-        "coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(outputs["box_logits"],
-                                                                    targets),
+        "coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(
+            outputs["box_logits"], targets, location=self.location),
         "object_loss": cfg.object_weight * jnp.where(
             targets.positive, losses.half_squared_error(objectness, targets.assigned_iou), 0.0),
         "noobject_loss": cfg.noobject_weight * jnp.where(
@@ -187,7 +201,7 @@ class YOLOv2(base.Detector):
     class-aware NMS (darknet's ``detector valid``: threshold 0.005, NMS at IoU 0.45)."""
     return yolo_slots.decode_detections(self.grid(tuple(image_size)), outputs["box_logits"],
                                         self.class_scores(outputs), image_size,
-                                        self.config.decode)
+                                        self.config.decode, location=self.location)
 
 
 @detectors.register("yolo_v2")

@@ -27,6 +27,10 @@ raw outputs equal to darknet's delta. The paper and the code differ in three pla
     the later class to the earlier one's), its box and objectness the later truth's.
 Objectness and classes are binary cross-entropies in both (Sec. 2.1, 2.2), as darknet's
 ``target - sigma(t)`` deltas on the raw logits.
+
+Sec. 5's "things we tried that didn't work" are options: ``model.location="anchor_offset"``
+(x, y as multiples of the prior's size) or ``"linear"`` (no logistic; ``jaxdet.ops.boxes``),
+and ``loss.objectness_loss="focal"``.
 """
 import functools
 
@@ -42,6 +46,7 @@ from jaxdet.models import backbones
 from jaxdet.models import darknet
 from jaxdet.models import layers
 from jaxdet.ops import anchors as anchor_lib
+from jaxdet.ops import boxes as box_ops
 from jaxdet.ops import losses
 
 STRIDES = (8, 16, 32)   # Sec. 2.3: three scales, the last map and two 2x upsampled ones
@@ -143,6 +148,8 @@ class YOLOv3(base.Detector):
 
   def __init__(self, config):
     self.config = config
+    self.location = config.get("location", "logistic")   # absent from configs saved before it
+    box_ops.check_location(self.location)
     dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
     backbone = backbones.build("darknet53", config.backbone, dtype=dtype, backend=backend)
     masks = tuple(tuple(m) for m in config.priors_per_level)
@@ -182,12 +189,13 @@ class YOLOv3(base.Detector):
     if cfg.coord_loss not in COORD_LOSSES:
       raise ValueError(f"loss.coord_loss={cfg.coord_loss!r}: one of {tuple(COORD_LOSSES)}")
     grid = self.grid(batch["image"].shape[1:3])
-    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch)
+    targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch,
+                                      location=self.location)
     ignored = ~targets.positive & (targets.best_iou > cfg.ignore_threshold)
     object_loss, noobject_loss = objectness_terms(
         outputs["objectness_logits"], targets.positive, ~targets.positive & ~ignored, cfg)
     terms = {"coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(
-                 outputs["box_logits"], targets, COORD_LOSSES[cfg.coord_loss]),
+                 outputs["box_logits"], targets, COORD_LOSSES[cfg.coord_loss], self.location),
              "object_loss": cfg.object_weight * object_loss,
              "noobject_loss": cfg.noobject_weight * noobject_loss,
              "class_loss": cfg.class_weight * class_term(outputs["class_logits"], targets,
@@ -201,7 +209,8 @@ class YOLOv3(base.Detector):
     scores = (jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))[..., None]
               * jax.nn.sigmoid(outputs["class_logits"].astype(jnp.float32)))
     return yolo_slots.decode_detections(self.grid(tuple(image_size)), outputs["box_logits"],
-                                        scores, tuple(image_size), self.config.decode)
+                                        scores, tuple(image_size), self.config.decode,
+                                        location=self.location)
 
 
 @detectors.register("yolo_v3")

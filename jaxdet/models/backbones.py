@@ -60,8 +60,9 @@ def resnet_backbone(settings, **module_args):
 
 @register("darknet19")
 def darknet19_backbone(settings, **module_args):
-  """YOLOv2 Sec. 3 "Faster", Table 6: ``stages``."""
-  return darknet.Darknet19(stages=nested_tuples(settings["stages"]), **module_args)
+  """YOLOv2 Sec. 3 "Faster", Table 6: ``stages``, and ``batch_norm`` (default True)."""
+  return darknet.Darknet19(stages=nested_tuples(settings["stages"]),
+                           batch_norm=settings.get("batch_norm", True), **module_args)
 
 
 @register("darknet53")

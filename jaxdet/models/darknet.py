@@ -51,6 +51,7 @@ class ConvBNLeaky(nn.Module):
 class Darknet19(nn.Module):
   num_classes: int = 0                 # > 0: add the ImageNet-style classifier
   stages: tuple = DARKNET19_STAGES     # narrower or shallower for CPU variants
+  batch_norm: bool = True              # False: YOLOv2 Table 2's first column (biases instead)
   dtype: jnp.dtype = jnp.float32
   backend: str = "xla"          # jaxdet.models.backend
 
@@ -61,7 +62,7 @@ class Darknet19(nn.Module):
       if stage > 1:
         x = layers.max_pool(x, 2, 2, padding=((0, 0), (0, 0)), backend=self.backend)
       for index, (channels, kernel) in enumerate(convs, start=1):
-        x = ConvBNLeaky(channels, kernel, dtype=self.dtype,
+        x = ConvBNLeaky(channels, kernel, batch_norm=self.batch_norm, dtype=self.dtype,
                         backend=self.backend, name=f"conv{stage}_{index}")(x, train)
       features[f"stage{stage}"] = x
     outputs = {"stride16": features["stage5"], "stride32": features["stage6"]}

@@ -106,24 +106,49 @@ def decode_deltas(anchors, deltas, weights=(1.0, 1.0, 1.0, 1.0), scale_clip=BBOX
   return cxcywh_to_xyxy(jnp.stack([cx, cy, w, h], axis=-1))
 
 
-def yolo_decode(t, cell_xy, stride, prior_wh, scale_clip=BBOX_XFORM_CLIP):
-  """YOLOv2's direct location prediction (Redmon & Farhadi 2017, Sec. 2, Eq. in "Direct
-  location prediction"; YOLOv3 Sec. 2.1): ``b_x = sigma(t_x) + c_x``, ``b_y = sigma(t_y) + c_y``
-  in cells, ``b_w = p_w e^{t_w}``, ``b_h = p_h e^{t_h}``, returned as (x1, y1, x2, y2) input
-  pixels. ``t [..., N, 4]``; ``cell_xy``, ``stride``, ``prior_wh`` ``[N, 2]`` (a
-  ``jaxdet.ops.anchors.YoloGrid``); the log-scales are clamped at ``scale_clip``."""
+# How a YOLO head's (t_x, t_y) place a box's centre (``location``):
+#   "logistic": b = sigma(t) + c in cells, YOLOv2's direct location prediction (Sec. 2) and
+#     YOLOv3's (Sec. 2.1);
+#   "linear": b = t + c, YOLOv3 Sec. 5's "linear x, y predictions instead of logistic";
+#   "anchor_offset": b = a + t p in pixels, the anchor's centre a moved by t times the prior's
+#     size: the region proposal network's offsets that YOLOv2 replaced (Sec. 2, "Direct location
+#     prediction") and YOLOv3 tried again (Sec. 5, "anchor box x, y offset predictions").
+LOCATIONS = ("logistic", "linear", "anchor_offset")
+
+
+def check_location(location):
+  if location not in LOCATIONS:
+    raise ValueError(f"model.location={location!r}: one of {LOCATIONS}")
+
+
+def yolo_decode(t, cell_xy, stride, prior_wh, location="logistic", scale_clip=BBOX_XFORM_CLIP):
+  """A YOLO head's boxes: the centre by ``location`` (above; Redmon & Farhadi 2017, Sec. 2,
+  "Direct location prediction", is "logistic"), ``b_w = p_w e^{t_w}``, ``b_h = p_h e^{t_h}``,
+  returned as (x1, y1, x2, y2) input pixels. ``t [..., N, 4]``; ``cell_xy``, ``stride``,
+  ``prior_wh`` (pixels) ``[N, 2]`` (a ``jaxdet.ops.anchors.YoloGrid``); the log-scales are
+  clamped at ``scale_clip``."""
+  check_location(location)
   t = t.astype(jnp.float32)
-  centre = (jax.nn.sigmoid(t[..., :2]) + cell_xy) * stride
+  if location == "anchor_offset":
+    centre = (cell_xy + 0.5) * stride + t[..., :2] * prior_wh
+  else:
+    offset = jax.nn.sigmoid(t[..., :2]) if location == "logistic" else t[..., :2]
+    centre = (offset + cell_xy) * stride
   size = prior_wh * jnp.exp(jnp.minimum(t[..., 2:], scale_clip))
   return jnp.concatenate([centre - size / 2, centre + size / 2], axis=-1)
 
 
-def yolo_encode(boxes, cell_xy, stride, prior_wh):
+def yolo_encode(boxes, cell_xy, stride, prior_wh, location="logistic"):
   """Targets of :func:`yolo_decode` for ``boxes [..., 4]`` at slots of ``cell_xy``, ``stride``,
-  ``prior_wh`` (broadcast against the boxes): ``(sigma(t_x), sigma(t_y))`` targets, the centre's
-  offset in its cell (in [0, 1) for the cell holding it), and ``(t_w, t_h) = log(w / p_w,
-  h / p_h)``. Degenerate boxes (padding) get a tiny size, so the log stays finite."""
+  ``prior_wh`` (broadcast against the boxes): the centre's target (for "logistic" the target of
+  ``sigma(t_x), sigma(t_y)``, the offset in its cell, in [0, 1) for the cell holding it; else of
+  ``t_x, t_y`` themselves) and ``(t_w, t_h) = log(w / p_w, h / p_h)``. Degenerate boxes
+  (padding) get a tiny size, so the log stays finite."""
+  check_location(location)
   box = xyxy_to_cxcywh(boxes)
-  offset = box[..., :2] / stride - cell_xy
+  if location == "anchor_offset":
+    centre = (box[..., :2] - (cell_xy + 0.5) * stride) / prior_wh
+  else:
+    centre = box[..., :2] / stride - cell_xy
   log_scale = jnp.log(jnp.maximum(box[..., 2:], 1e-6) / prior_wh)
-  return jnp.concatenate([offset, log_scale], axis=-1)
+  return jnp.concatenate([centre, log_scale], axis=-1)

@@ -34,12 +34,33 @@ def softmax_cross_entropy(logits, label):
   return -(logits[label] - np.log(np.sum(np.exp(logits))))
 
 
+# How (t_x, t_y) place a slot's centre, by the formulas of YOLOv2 Sec. 2 ("logistic"), YOLOv3
+# Sec. 5 ("linear") and the RPN offsets YOLOv2 replaced ("anchor_offset": a multiple of the
+# prior's size from the cell's centre): the regressed pair, and the centre in pixels.
+def xy_prediction(t, location):
+  return (sigmoid(t[0]), sigmoid(t[1])) if location == "logistic" else (t[0], t[1])
+
+
+def predicted_centre(t, c, r, pw, ph, location):
+  if location == "anchor_offset":
+    return (c + 0.5) * 32 + t[0] * pw, (r + 0.5) * 32 + t[1] * ph
+  x, y = xy_prediction(t, location)
+  return (x + c) * 32, (y + r) * 32
+
+
+def centre_target(g, c, r, pw, ph, location):
+  gx, gy = (g[0] + g[2]) / 2, (g[1] + g[3]) / 2
+  if location == "anchor_offset":
+    return (gx - (c + 0.5) * 32) / pw, (gy - (r + 0.5) * 32) / ph
+  return gx / 32 - c, gy / 32 - r
+
+
 def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, boxes, labels, mask,
-                   cfg, class_term=softmax_cross_entropy):
+                   cfg, class_term=softmax_cross_entropy, location="logistic"):
   """The region loss of yolo_v2's docstring (halved squared errors) with float64 loops over
   images, truths, cells and priors; returns (terms summed over the batch / B, positives,
   ignored slots). ``class_term(logits, label)`` is a positive's class loss (YOLO9000 swaps in
-  its tree's)."""
+  its tree's); ``location`` how (t_x, t_y) place the centre (:func:`predicted_centre`)."""
   height, width = image_size
   rows, cols = height // 32, width // 32
   terms = dict(coord_loss=0.0, object_loss=0.0, noobject_loss=0.0, class_loss=0.0)
@@ -59,7 +80,7 @@ def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, box
         for a, (pw, ph) in enumerate(priors):
           n = (r * cols + c) * len(priors) + a
           t = box_logits[b, n]
-          cx, cy = (sigmoid(t[0]) + c) * 32, (sigmoid(t[1]) + r) * 32
+          cx, cy = predicted_centre(t, c, r, pw, ph, location)
           w, h = pw * np.exp(t[2]), ph * np.exp(t[3])
           predicted = np.array([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]])
           ious = brute_force_iou(predicted, truths)[0] if len(truths) else np.zeros(0)
@@ -68,9 +89,9 @@ def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, box
             m = owner[(r, c, a)]
             g = boxes[b, m]
             gw, gh = g[2] - g[0], g[3] - g[1]
-            target = [(g[0] + g[2]) / 64 - c, (g[1] + g[3]) / 64 - r, math.log(gw / pw),
+            target = [*centre_target(g, c, r, pw, ph, location), math.log(gw / pw),
                       math.log(gh / ph)]
-            prediction = [sigmoid(t[0]), sigmoid(t[1]), t[2], t[3]]
+            prediction = [*xy_prediction(t, location), t[2], t[3]]
             size_weight = 2 - gw * gh / (height * width) if cfg.coord_area_weight else 1
             terms["coord_loss"] += cfg.coord_weight * size_weight * sum(
                 (p - q) ** 2 for p, q in zip(prediction, target)) / 2
@@ -85,15 +106,17 @@ def reference_loss(priors, image_size, box_logits, obj_logits, class_logits, box
   return {k: v / len(boxes) for k, v in terms.items()}, positives, ignored
 
 
-def with_options(detector, **loss_options):
+def with_options(detector, location="logistic", **loss_options):
   config = detector.config.copy_and_resolve_references()
   config.loss.update(loss_options)
+  config.location = location
   return type(detector)(config)
 
 
-@pytest.mark.parametrize("area_weighted", [False, True])
-def test_loss_matches_float64_brute_force(detector, area_weighted):
-  detector = with_options(detector, coord_area_weight=area_weighted)
+@pytest.mark.parametrize("area_weighted, location", [
+    (False, "logistic"), (True, "logistic"), (False, "anchor_offset"), (True, "linear")])
+def test_loss_matches_float64_brute_force(detector, area_weighted, location):
+  detector = with_options(detector, location, coord_area_weight=area_weighted)
   cfg = detector.config
   size = (96, 64)                                          # 3 x 2 cells
   batch = random_batch(4, max_boxes=8, num_classes=cfg.num_classes, seed=1)
@@ -111,14 +134,16 @@ def test_loss_matches_float64_brute_force(detector, area_weighted):
   # Slot 1 (cell (0, 0), prior 1) predicts image 3's first truth exactly without being its
   # slot: its best IoU is 1 > 0.6, so it is ignored.
   pw, ph = grid.prior_wh[1]
-  outputs["box_logits"][3, 1] = [math.log(12 / 20), math.log(14 / 18), math.log(16 / pw),
-                                 math.log(20 / ph)]
+  exact_centre = {"logistic": [math.log(12 / 20), math.log(14 / 18)],   # sigma^-1(12/32, 14/32)
+                  "linear": [12 / 32, 14 / 32], "anchor_offset": [(12 - 16) / pw, (14 - 16) / ph]}
+  outputs["box_logits"][3, 1] = [*exact_centre[location], math.log(16 / pw), math.log(20 / ph)]
   total, metrics = jax.jit(detector.loss)(outputs, batch)
   want, positives, ignored = reference_loss(
       grid.priors.astype(np.float64), size,
       *(outputs[key].astype(np.float64) for key in ("box_logits", "objectness_logits",
                                                      "class_logits")),
-      batch["boxes"].astype(np.float64), batch["labels"], batch["mask"], cfg.loss)
+      batch["boxes"].astype(np.float64), batch["labels"], batch["mask"], cfg.loss,
+      location=location)
   assert ignored >= 1 and metrics["num_positive"] == positives
   for name, value in want.items():
     np.testing.assert_allclose(metrics[name], value, rtol=1e-5, err_msg=name)
@@ -273,6 +298,23 @@ def test_darknet19_head_predicts_from_the_last_layer():
   config.head = "yolov3"
   with pytest.raises(ValueError, match="model.head"):
     detectors.build(config).init(jax.random.PRNGKey(0), (64, 64))
+
+
+def test_table2s_first_column_has_no_batch_norm_and_no_passthrough():
+  config = experiment.get_config("tiny_test").model
+  config.unlock()
+  config.batch_norm, config.passthrough = False, False
+  variables = jax.eval_shape(lambda: detectors.build(config).init(jax.random.PRNGKey(0),
+                                                                   (64, 64)))
+  assert "batch_stats" not in variables
+  convs = {path: leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(
+      variables["params"]) if path[-1].key == "kernel"}
+  biases = [path for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"])
+            if path[-1].key == "bias"]
+  assert len(biases) == len(convs)                         # biases instead of batch norm
+  assert not any("passthrough" in str(path) for path in convs)
+  head3 = next(shape for path, shape in convs.items() if "head3" in str(path))
+  assert head3[2] == config.head_width                     # no 26x26 features concatenated
 
 
 def test_multi_scale_training_compiles_each_size_once(scenes_dir, tmp_path, monkeypatch,

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxdet.ops import anchors
 from jaxdet.ops import boxes as box_ops
@@ -37,6 +38,20 @@ def test_decode_by_hand_and_encode_inverts_it():
   target = box_ops.yolo_encode(box, GRID.cell_xy[10:11], GRID.stride[10:11],
                                GRID.prior_wh[10:11])
   np.testing.assert_allclose(target[0], [0.25, 0.5, 0.5, -1.0], atol=1e-5)
+
+
+def test_the_other_locations_by_hand_and_encode_inverts_them():
+  # Cell (2, 1) of stride 32 (centre (80, 48) px), prior 40 x 30.
+  slot = (GRID.cell_xy[10:11], GRID.stride[10:11], GRID.prior_wh[10:11])
+  for location, t, centre in (("anchor_offset", [0.5, -0.2], (80 + 0.5 * 40, 48 - 0.2 * 30)),
+                              ("linear", [1.25, -0.5], ((2 + 1.25) * 32, (1 - 0.5) * 32))):
+    box = box_ops.yolo_decode(jnp.array([[*t, 0.0, 0.0]]), *slot, location=location)
+    np.testing.assert_allclose(box[0], [centre[0] - 20, centre[1] - 15, centre[0] + 20,
+                                        centre[1] + 15], rtol=1e-6)
+    np.testing.assert_allclose(box_ops.yolo_encode(box, *slot, location=location)[0],
+                               [*t, 0.0, 0.0], atol=1e-6)
+  with pytest.raises(ValueError, match="model.location='sigmoid'"):
+    box_ops.yolo_decode(jnp.zeros((1, 4)), *slot, location="sigmoid")
 
 
 def test_shape_iou_by_hand():

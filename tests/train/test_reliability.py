@@ -192,14 +192,20 @@ def test_a_config_saved_with_flat_augmentation_keys_resumes_unchanged(experiment
   assert resume.check_config(legacy, config, str(tmp_path)) == []
 
 
-def test_a_config_saved_before_a_key_existed_resumes_at_its_old_behaviour_only(tmp_path):
-  config = retinanet.get_config("tiny_test")
+@pytest.mark.parametrize("experiment, added, change", [
+    (retinanet, ("fpn_top_down", "fpn_lateral"), ("fpn_lateral", False)),
+    (yolo_v2, ("location", "batch_norm", "passthrough"), ("location", "anchor_offset"))])
+def test_a_config_saved_before_a_key_existed_resumes_at_its_old_behaviour_only(
+    tmp_path, experiment, added, change):
+  config = experiment.get_config("tiny_test")
   saved = resume.as_saved(config)
-  del saved["model"]["fpn_top_down"], saved["model"]["fpn_lateral"]   # as saved before them
+  for key in added:                                       # as saved before the keys existed
+    del saved["model"][key]
   assert resume.check_config(saved, config, str(tmp_path)) == []
-  changed = retinanet.get_config("tiny_test").unlock()
-  changed.model.fpn_lateral = False
-  with pytest.raises(resume.ConfigChangedError, match=r"model.fpn_lateral: '<absent>' \(saved\)"):
+  changed = experiment.get_config("tiny_test").unlock()
+  changed.model[change[0]] = change[1]
+  with pytest.raises(resume.ConfigChangedError,
+                     match=rf"model.{change[0]}: '<absent>' \(saved\)"):
     resume.check_config(saved, changed, str(tmp_path))
 
 
