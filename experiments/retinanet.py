@@ -31,8 +31,9 @@ Sweeps (``get_sweep``; run with ``jaxdet-sweep --config=experiments/retinanet.py
 --sweep_dir=<dir>``):
   focal_loss        Table 1a/1b in miniature: gamma 0 (alpha-balanced cross-entropy), 0.5, 1, 2
                     and 5, each at alpha 0.25, 0.5 and 0.75, on ``tiny_digits``, two seeds.
-  fpn_components    the FPN paper's Table 1 c-e on RetinaNet: the FPN, the bottom-up pyramid
-                    (no top-down path), the top-down pyramid without lateral connections.
+  fpn_components    the FPN paper's Table 1 c-f on RetinaNet: the FPN, the bottom-up pyramid
+                    (no top-down path), the top-down pyramid without lateral connections, and
+                    every anchor on the finest level alone.
 
 Example:
   python scripts/train.py --config=experiments/retinanet.py:resnet50_imagenet \
@@ -61,6 +62,7 @@ def model_config(num_classes, backbone="resnet50"):
       p6_input="C5",                      # Sec. 4: P6 by a 3x3 stride-2 conv on C5
       fpn_width=256,
       fpn_top_down=True, fpn_lateral=True,  # FPN's Table 1 d/e ablations when False
+      fpn_single_level=False,               # Table 1 f: every anchor on P_min alone
       head_width=256, head_depth=4,       # 4 x conv3x3-256-ReLU per subnet
       prior_prob=0.01,                    # Sec. 4 "Initialization", pi
       anchors=dict(size=4.0, num_scales=3, aspect_ratios=(0.5, 1.0, 2.0)),  # 32^2 on P3, A = 9
@@ -163,9 +165,10 @@ def fpn_components(name):
   return sweep.Sweep(
       name, "tiny_digits",
       [sweep.Cell("fpn", {}), sweep.Cell("bottom_up", {"model.fpn_top_down": False}),
-       sweep.Cell("no_lateral", {"model.fpn_lateral": False})],
+       sweep.Cell("no_lateral", {"model.fpn_lateral": False}),
+       sweep.Cell("finest_level_only", {"model.fpn_single_level": True})],
       seeds=(0, 1), metric="coco/AP",
-      paper_table="Lin et al. 2017 (FPN), Table 1 rows c, d, e (RPN on ResNet-50; AR, not AP)")
+      paper_table="Lin et al. 2017 (FPN), Table 1 rows c-f (RPN on ResNet-50; AR, not AP)")
 
 
 SWEEPS = {"focal_loss": focal_loss, "fpn_components": fpn_components}

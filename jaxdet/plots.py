@@ -2,7 +2,10 @@
 extra (``pip install jaxdet[plots]``): without it the tables are still written and the figure is
 skipped with a logged reason."""
 import collections
+import io
 import logging
+
+from etils import epath
 
 log = logging.getLogger("jaxdet")
 
@@ -22,8 +25,12 @@ def pyplot():
 
 
 def save(figure, path):
+  """Writes ``figure`` as a PNG to ``path`` (local or any ``epath``, e.g. ``gs://``), closes it."""
   figure.tight_layout()
-  figure.savefig(path, dpi=120)
+  image = io.BytesIO()
+  figure.savefig(image, format="png", dpi=120)
+  pyplot().close(figure)
+  epath.Path(path).write_bytes(image.getvalue())
   log.info("wrote %s", path)
   return path
 

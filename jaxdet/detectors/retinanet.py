@@ -81,7 +81,11 @@ class RetinaNet(base.Detector):
   def __init__(self, config):
     self.config = config
     dtype, backend = jnp.dtype(config.dtype), base.backend_of(config)
-    anchors_per_cell = config.anchors.num_scales * len(config.anchors.aspect_ratios)
+    # Configs saved before the FPN ablations existed had the whole pyramid.
+    self.single_level = config.get("fpn_single_level", False)
+    levels_per_cell = config.max_level - config.min_level + 1 if self.single_level else 1
+    anchors_per_cell = (config.anchors.num_scales * len(config.anchors.aspect_ratios)
+                        * levels_per_cell)
     model = RetinaNetModel(
         backbone=backbones.build("resnet", dict(architecture=config.backbone,
                                                 norm=config.backbone_norm,
@@ -89,10 +93,9 @@ class RetinaNet(base.Detector):
                                  dtype=dtype, backend=backend),
         fpn=fpn_lib.FPN(width=config.fpn_width, min_level=config.min_level,
                         max_level=config.max_level, p6_input=config.p6_input,
-                        # Configs saved before these options existed had both.
                         top_down=config.get("fpn_top_down", True),
-                        lateral=config.get("fpn_lateral", True), dtype=dtype,
-                        backend=backend),
+                        lateral=config.get("fpn_lateral", True),
+                        single_level=self.single_level, dtype=dtype, backend=backend),
         head=RetinaNetHead(num_classes=config.num_classes, anchors_per_cell=anchors_per_cell,
                            width=config.head_width, depth=config.head_depth,
                            prior_prob=config.prior_prob, dtype=dtype, backend=backend))
@@ -109,7 +112,7 @@ class RetinaNet(base.Detector):
     a = self.config.anchors
     return anchor_lib.retinanet_anchors(
         tuple(image_size), self.config.min_level, self.config.max_level, a.size, a.num_scales,
-        tuple(a.aspect_ratios))
+        tuple(a.aspect_ratios), self.single_level)
 
   def prior_shapes(self, image_size):
     return anchor_lib.box_shapes(self.anchors(tuple(image_size)).boxes)

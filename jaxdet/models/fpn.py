@@ -8,7 +8,8 @@ ReLU then a 3x3 stride-2 conv on P6 (RetinaNet, Sec. 4 "Feature Pyramid Network 
 The FPN paper's ablations (Sec. 5.1, Table 1 d and e) as options: ``top_down=False`` is the
 bottom-up pyramid (each level its own lateral conv, nothing from the coarser levels) and
 ``lateral=False`` the top-down pyramid without lateral connections (each level the upsampled
-coarser one, C3-C4 unused).
+coarser one, C3-C4 unused); ``single_level=True`` returns P_min alone, still built top-down
+from the top backbone level (Table 1 f: "only finest level", every anchor on it).
 """
 import flax.linen as nn
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ class FPN(nn.Module):
   p6_input: str = "C5"
   top_down: bool = True         # the top-down pathway (FPN Sec. 3)
   lateral: bool = True          # the lateral 1x1 connections below the top level
+  single_level: bool = False    # only P_min (FPN Table 1 f)
   dtype: jnp.dtype = jnp.float32
   backend: str = "xla"          # jaxdet.models.backend
 
@@ -51,9 +53,10 @@ class FPN(nn.Module):
       lateral = (self._conv(1, name=f"lateral{level}")(features[f"C{level}"]) if self.lateral
                  else 0.0)
       merged[level] = lateral + from_above
+    last_output = self.min_level if self.single_level else top_level
     pyramid = [self._conv(3, name=f"output{level}")(merged[level])
-               for level in range(self.min_level, top_level + 1)]
-    if self.max_level > LAST_BACKBONE_LEVEL:
+               for level in range(self.min_level, last_output + 1)]
+    if self.max_level > LAST_BACKBONE_LEVEL and not self.single_level:
       x = features["C5"] if self.p6_input == "C5" else pyramid[-1]
       for level in range(LAST_BACKBONE_LEVEL + 1, self.max_level + 1):
         if level > LAST_BACKBONE_LEVEL + 1:

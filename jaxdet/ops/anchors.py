@@ -56,12 +56,14 @@ def grid_anchors(feature_height, feature_width, stride, shapes):
 
 
 def retinanet_anchors(image_size, min_level=3, max_level=7, anchor_size=4.0, num_scales=3,
-                      aspect_ratios=(0.5, 1.0, 2.0)):
+                      aspect_ratios=(0.5, 1.0, 2.0), single_level=False):
   """RetinaNet anchors (Lin et al. 2017, Sec. 4 "Anchors").
 
   On level P_l (stride 2^l) the anchors have areas ``(anchor_size * 2^l)^2`` -- 32^2 on P3 to
   512^2 on P7 with the paper's ``anchor_size = 4`` -- at octave scales
   ``2^(i / num_scales)`` (2^0, 2^(1/3), 2^(2/3)) and aspect ratios {1:2, 1:1, 2:1}: A = 9.
+  ``single_level``: the shapes of every level in each cell of P_min alone (the FPN paper's
+  Table 1 f), level-major within the cell.
   """
   height, width = image_size
   coarsest = 2 ** max_level
@@ -69,14 +71,15 @@ def retinanet_anchors(image_size, min_level=3, max_level=7, anchor_size=4.0, num
     raise ValueError(f"image size {image_size} must be a multiple of 2^max_level = {coarsest} "
                      "so every pyramid level has an integer size")
   octave_scales = [2.0 ** (i / num_scales) for i in range(num_scales)]
-  level_boxes = []
-  for level in range(min_level, max_level + 1):
-    stride = 2 ** level
-    shapes = cell_anchor_shapes(anchor_size * stride, octave_scales, aspect_ratios)
-    level_boxes.append(grid_anchors(height // stride, width // stride, stride, shapes))
+  shapes = {level: cell_anchor_shapes(anchor_size * 2 ** level, octave_scales, aspect_ratios)
+            for level in range(min_level, max_level + 1)}
+  if single_level:
+    shapes = {min_level: np.concatenate(list(shapes.values()))}
+  level_boxes = [grid_anchors(height // 2 ** level, width // 2 ** level, 2 ** level, cell)
+                 for level, cell in shapes.items()]
   return AnchorGrid(boxes=np.concatenate(level_boxes).astype(np.float32),
                     level_sizes=tuple(len(b) for b in level_boxes),
-                    anchors_per_cell=(num_scales * len(aspect_ratios),) * len(level_boxes))
+                    anchors_per_cell=tuple(len(cell) for cell in shapes.values()))
 
 
 def ssd_scales(num_layers, s_min=0.2, s_max=0.9, first_scale=None):

@@ -1,8 +1,8 @@
 r"""Run an ablation sweep that an experiment file defines (``get_sweep(name)``), then tabulate it.
 
-  jaxdet-sweep --config=experiments/retinanet.py --sweep=focal_gamma --sweep_dir=runs/focal
+  jaxdet-sweep --config=experiments/retinanet.py --sweep=focal_loss --sweep_dir=runs/focal
   jaxdet-sweep ... --cells=3/8          # this worker's share: runs 3, 11, 19, ... of the sweep
-  jaxdet-sweep ... --cells=gamma2,gamma5  # the runs of these cells
+  jaxdet-sweep ... --cells=gamma2_alpha0.25,gamma5_alpha0.25   # the runs of these cells
   jaxdet-sweep ... --print_commands     # one training command per run, for your own scheduler
   jaxdet-sweep ... --collect            # only the table of what has finished
 
@@ -16,9 +16,13 @@ with its figure results.png (the metric against the sweep's x key or its cells; 
 
 A SLURM array of 8 tasks: ``#SBATCH --array=1-8`` with
 ``jaxdet-sweep ... --cells=${SLURM_ARRAY_TASK_ID}/8``, then one ``jaxdet-sweep ... --collect``.
+On a TPU pod slice every host runs the same sweep command with ``--train_flag=--multihost`` and
+a ``gs://`` sweep dir: the hosts start each run together, as one multi-host training run
+(README, "Ablations"); several slices take shares with ``--cells=i/n``.
 """
 import csv
 import importlib.util
+import io
 import json
 import os
 import shlex
@@ -30,6 +34,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 
 from jaxdet import detectors
 from jaxdet import plots
@@ -50,6 +55,9 @@ _PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Print the runs' tr
 _COLLECT = flags.DEFINE_bool("collect", False, "Only write the table of the finished runs.")
 _COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None, "Passed to every run: train on "
                                      "this COCO-json folder (see the training tool).")
+_TRAIN_FLAGS = flags.DEFINE_multi_string(
+    "train_flag", [], "A flag passed as it is to every run's training command, e.g. "
+    "--train_flag=--multihost or --train_flag=--config.data.data_dir=gs://b/tfds (repeat).")
 
 DONE = "sweep_run.json"      # a finished run: its command and training seconds
 PARTIAL = "sweep_seconds.json"   # the seconds of the invocations so far
@@ -75,60 +83,64 @@ def flag_value(value):
 
 
 def run_dir(sweep_dir, cell, seed):
-  return os.path.join(sweep_dir, cell.label, f"seed{seed}")
+  return epath.Path(sweep_dir) / cell.label / f"seed{seed}"
 
 
-def train_command(config_path, sweep, cell, seed, workdir, coco_json_dir=None):
-  """The training tool's command for one run: the base variant, the seed, the cell's overrides."""
+def absolute(path):
+  """``path`` as every run's command should name it: a URL (``gs://...``) as it is, a local
+  path made absolute."""
+  return path if "://" in str(path) else os.path.abspath(path)
+
+
+def train_command(config_path, sweep, cell, seed, workdir, extra_flags=()):
+  """The training tool's command for one run: the base variant, the seed, the ``extra_flags``
+  given for every run, then the cell's overrides."""
   return [sys.executable, "-m", "jaxdet.tools.train", f"--config={config_path}:{sweep.base}",
-          f"--workdir={workdir}", f"--config.seed={seed}",
-          *([f"--coco_json_dir={coco_json_dir}"] if coco_json_dir else []),
+          f"--workdir={workdir}", f"--config.seed={seed}", *extra_flags,
           *(f"--config.{key}={flag_value(value)}" for key, value in cell.overrides.items())]
 
 
 def is_finished(workdir):
-  return os.path.exists(os.path.join(workdir, DONE))
+  return (workdir / DONE).exists()
+
+
+def read_json(path):
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_json(path, value):
+  path.write_text(json.dumps(value))
 
 
 def reached_last_step(workdir):
   """Whether the run in ``workdir`` evaluated at its last step: a run stopped by a signal exits
   cleanly too (its checkpoint committed) but skips that evaluation."""
   try:
-    with open(os.path.join(workdir, "run_info.json"), encoding="utf-8") as f:
-      total = json.load(f)[-1]["config"]["train"]["total_steps"]
-  except (OSError, ValueError, LookupError):
+    total = read_json(workdir / "run_info.json")[-1]["config"]["train"]["total_steps"]
+  except (TypeError, ValueError, LookupError):
     return False
   return results_files.read(workdir, total) is not None
 
 
-def write_json(path, value):
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(value, f)
-
-
 def seconds_so_far(workdir):
-  path = os.path.join(workdir, PARTIAL)
-  if not os.path.exists(path):
-    return 0.0
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)["seconds"]
+  return (read_json(workdir / PARTIAL) or {"seconds": 0.0})["seconds"]
 
 
 def run_training(command, workdir):
   """Runs one training command; True if the run reached its last step (then ``sweep_run.json``
   records it with the seconds of all the invocations it took)."""
-  os.makedirs(workdir, exist_ok=True)
+  workdir.mkdir(parents=True, exist_ok=True)
   earlier, start = seconds_so_far(workdir), time.time()
   returncode = subprocess.run(command, check=False).returncode
   seconds = round(earlier + time.time() - start, 1)
-  write_json(os.path.join(workdir, PARTIAL), {"seconds": seconds})
+  write_json(workdir / PARTIAL, {"seconds": seconds})
   if returncode:
     logging.error("run %s failed (exit status %d); the sweep goes on", workdir, returncode)
     return False
   if not reached_last_step(workdir):
     logging.error("run %s stopped before its last step; rerun the sweep to resume it", workdir)
     return False
-  write_json(os.path.join(workdir, DONE), {"command": shlex.join(command), "seconds": seconds})
+  write_json(workdir / DONE, {"command": shlex.join(command), "seconds": seconds})
   return True
 
 
@@ -152,8 +164,7 @@ def collect(sweep, sweep_dir, get_config):
       if results is None or sweep.metric not in results:
         continue
       values.append(float(results[sweep.metric]))
-      with open(os.path.join(workdir, DONE), encoding="utf-8") as f:
-        seconds.append(json.load(f)["seconds"])
+      seconds.append(read_json(workdir / DONE)["seconds"])
     rows.append({
         "cell": cell.label,
         "overrides": " ".join(f"{k}={flag_value(v)}" for k, v in cell.overrides.items()),
@@ -173,7 +184,8 @@ def number(value, digits=3):
 def write_results(sweep, rows, sweep_dir):
   """``results.md`` (Markdown, missing cells marked), ``results.csv`` and the figure
   ``results.png`` under ``sweep_dir``; returns the Markdown table."""
-  os.makedirs(sweep_dir, exist_ok=True)
+  sweep_dir = epath.Path(sweep_dir)
+  sweep_dir.mkdir(parents=True, exist_ok=True)
   header = [f"# Sweep {sweep.name} (base variant {sweep.base}, metric {sweep.metric})", ""]
   if sweep.paper_table:
     header += [f"Paper: {sweep.paper_table}", ""]
@@ -185,13 +197,13 @@ def write_results(sweep, rows, sweep_dir):
     lines.append(f"| {row['cell']} | `{row['overrides']}` | {row['runs']} | {measured} | "
                  f"{number(row['paper'])} | {number(row['gflop_per_image'])} | "
                  f"{number(row['train_minutes'], 1)} |")
-  with open(os.path.join(sweep_dir, "results.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
-  with open(os.path.join(sweep_dir, "results.csv"), "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  plots.sweep_figure(sweep, rows, os.path.join(sweep_dir, "results.png"))
+  (sweep_dir / "results.md").write_text("\n".join(lines) + "\n")
+  table = io.StringIO()
+  writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  (sweep_dir / "results.csv").write_text(table.getvalue())
+  plots.sweep_figure(sweep, rows, sweep_dir / "results.png")
   return "\n".join(lines)
 
 
@@ -204,6 +216,8 @@ def main(argv):
     runs = sweep_lib.select(sweep.runs(), _CELLS.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  extra_flags = [*([f"--coco_json_dir={_COCO_JSON_DIR.value}"] if _COCO_JSON_DIR.value else []),
+                 *_TRAIN_FLAGS.value]
   failed = 0
   if not _COLLECT.value:
     for cell, seed in runs:
@@ -212,7 +226,7 @@ def main(argv):
         logging.info("%s: finished, skipped", workdir)
         continue
       command = train_command(os.path.abspath(_CONFIG.value), sweep, cell, seed,
-                              os.path.abspath(workdir), _COCO_JSON_DIR.value)
+                              absolute(workdir), extra_flags)
       if _PRINT_COMMANDS.value:
         print(shlex.join(command))
       else:

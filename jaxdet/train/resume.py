@@ -47,7 +47,8 @@ def upgrade(saved):
 
 # Keys added since runs were first saved, with the value that reproduces what those runs did: a
 # saved config without the key resumes when the current one has this value.
-ADDED_KEYS = {"model.fpn_top_down": True, "model.fpn_lateral": True, "model.location": "logistic",
+ADDED_KEYS = {"model.fpn_top_down": True, "model.fpn_lateral": True,
+              "model.fpn_single_level": False, "model.location": "logistic",
               "model.batch_norm": True, "model.passthrough": True}
 
 

@@ -170,6 +170,20 @@ def test_prior_probability_initialisation(detector):
   np.testing.assert_allclose(jax.nn.sigmoid(outputs["class_logits"]).mean(), 0.01, rtol=0.2)
 
 
+def test_a_single_level_detector_predicts_every_anchor_of_its_grid():
+  config = experiment.get_config("tiny_test").model
+  config.unlock()
+  config.fpn_single_level = True
+  det = detectors.build(config)
+  variables = jax.eval_shape(lambda: det.init(jax.random.PRNGKey(0), (64, 64)))
+  outputs = jax.eval_shape(lambda v: det.apply(v, jnp.zeros((1, 64, 64, 3)))[0], variables)
+  grid = det.anchors((64, 64))
+  levels = config.max_level - config.min_level + 1
+  assert grid.num_anchors == (64 // 2 ** config.min_level) ** 2 * 9 * levels
+  assert outputs["class_logits"].shape == (1, grid.num_anchors, config.num_classes)
+  assert outputs["box_deltas"].shape == (1, grid.num_anchors, 4)
+
+
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
   config = experiment.get_config("tiny_test").model
   config.unlock()

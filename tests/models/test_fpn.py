@@ -1,5 +1,5 @@
 """The FPN's pathways: which backbone levels each pyramid level sees, by the default form and by
-the FPN paper's bottom-up and no-lateral ablations (Sec. 5.1, Table 1 d and e)."""
+the FPN paper's bottom-up, no-lateral and finest-level-only ablations (Sec. 5.1, Table 1 d-f)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,3 +52,15 @@ def test_p5_is_the_same_in_every_form():
   np.testing.assert_array_equal(outputs[0], outputs[1])
   np.testing.assert_array_equal(outputs[0], outputs[2])
   assert jnp.isfinite(outputs[0]).all()
+
+
+def test_the_finest_level_alone_is_the_full_pyramids_finest_level():
+  full = fpn.FPN(width=8, min_level=3, max_level=7)
+  variables = full.init(jax.random.key(0), features())
+  single = fpn.FPN(width=8, min_level=3, max_level=7, single_level=True)
+  kept = {name: value for name, value in variables["params"].items()
+          if name.startswith("lateral") or name == "output3"}
+  shapes = jax.eval_shape(lambda: single.init(jax.random.key(0), features()))
+  assert set(shapes["params"]) == set(kept)
+  (p3,) = single.apply({"params": kept}, features())
+  np.testing.assert_array_equal(p3, full.apply(variables, features())[0])   # still top-down from C5

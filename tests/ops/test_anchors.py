@@ -37,6 +37,19 @@ def test_first_cell_hand_computed():
   np.testing.assert_allclose(grid.boxes[16 * 9] - grid.boxes[0], [0, 8, 0, 8], atol=1e-5)
 
 
+def test_the_finest_level_alone_holds_every_levels_shapes_in_each_cell():
+  grid = anchors.retinanet_anchors((128, 128), 3, 5, single_level=True)
+  # P3's 16 x 16 cells, each with 3 levels x 9 shapes, level-major within the cell.
+  assert grid.level_sizes == (16 * 16 * 27,) and grid.anchors_per_cell == (27,)
+  widths, heights = (grid.boxes[:27, 2:] - grid.boxes[:27, :2]).T
+  sizes = np.sqrt(widths * heights)
+  np.testing.assert_allclose(sizes, [32 * 2 ** (level + i / 3) for level in range(3)
+                                     for i in range(3) for _ in range(3)], rtol=1e-5)
+  centres = (grid.boxes[:, :2] + grid.boxes[:, 2:]) / 2
+  np.testing.assert_allclose(centres[:27], 4.0, atol=1e-4)              # cell (0, 0) of stride 8
+  np.testing.assert_allclose(centres[27] - centres[0], [8, 0], atol=1e-4)
+
+
 def test_rejects_sizes_not_multiple_of_coarsest_stride():
   with pytest.raises(ValueError, match="multiple of 2\\^max_level"):
     anchors.retinanet_anchors((500, 512))

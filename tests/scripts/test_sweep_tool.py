@@ -56,6 +56,11 @@ def test_print_commands_gives_one_training_command_per_run(tmp_path):
   assert "--config.data.max_boxes=8" in out[3]
   share = sweep_tool(tmp_path, "--print_commands", "--cells=2/2").stdout.splitlines()
   assert share == [out[1], out[3]]
+  passed = sweep_tool(tmp_path, "--print_commands", "--train_flag=--multihost",
+                      "--train_flag=--config.data.data_dir=gs://b/tfds").stdout.splitlines()
+  for line, original in zip(passed, out, strict=True):    # after the seed, before the cell's
+    seed = re.search(r"--config\.seed=\d", original).group(0)
+    assert line == original.replace(seed, f"{seed} --multihost --config.data.data_dir=gs://b/tfds")
 
 
 def test_finished_runs_are_tabulated_beside_the_paper_and_missing_cells_marked(tmp_path):
