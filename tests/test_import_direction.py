@@ -1,6 +1,7 @@
 """Dependencies run one way: scripts -> tools -> runtime -> train -> evaluation -> detectors ->
-models, data -> ops, config, distributed -> errors. A module that imports one of a higher layer
-(or of another package of its own layer) fails here, naming the import."""
+models, data -> ops, config, distributed, sweep, plots, provenance -> errors. A module that
+imports one of a higher layer (or of another package of its own layer) fails here, naming the
+import."""
 import ast
 import pathlib
 
@@ -9,9 +10,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxdet"
 
 # The layer of each top-level module or package of jaxdet, lowest first.
-LAYERS = {"errors": 0, "config": 1, "distributed": 1, "provenance": 1, "sweep": 1, "ops": 1,
-          "models": 2, "data": 2, "detectors": 3, "evaluation": 4, "train": 5, "runtime": 6,
-          "tools": 7}
+LAYERS = {"errors": 0, "config": 1, "distributed": 1, "provenance": 1, "sweep": 1, "plots": 1,
+          "ops": 1, "models": 2, "data": 2, "detectors": 3, "evaluation": 4, "train": 5,
+          "runtime": 6, "tools": 7}
 
 
 def part_of(module):

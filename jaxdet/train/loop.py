@@ -198,27 +198,30 @@ def check_box_shapes(source, detector, config):
 
 def check_input_sizes(detector, config):
   """Refuses input sizes the network cannot take (e.g. not a multiple of its largest stride,
-  which would otherwise fail deep inside the model), suggesting the nearest that fit."""
+  which would otherwise fail deep inside the model), with the reason and the nearest size that
+  fits, if one does."""
   sizes = {tuple(config.data.image_size)} | {(s, s) for s in config.data.multi_scale_sizes}
   for size in sorted(sizes):
-    if fits(detector, size):
+    error = trace_error(detector, size)
+    if error is None:
       continue
     hint = next((f"; multiples of {m} fit, e.g. {rounded}" for m in (8, 16, 32, 64, 128, 256)
-                 for rounded in [tuple(-(-v // m) * m for v in size)] if fits(detector, rounded)),
-                "")
+                 for rounded in [tuple(-(-v // m) * m for v in size)]
+                 if trace_error(detector, rounded) is None), "")
     raise errors.InvalidSetupError(
         f"input size {size} (config.data.image_size / multi_scale_sizes) does not fit the "
-        f"{config.model.family} network{hint}")
+        f"{config.model.family} network ({error}){hint}")
 
 
-def fits(detector, size):
-  """Whether the network traces at input ``size`` (shapes only, nothing computed)."""
+def trace_error(detector, size):
+  """The error the network raises when traced at input ``size`` (shapes only, nothing
+  computed), or None if it fits."""
   try:
     jax.eval_shape(lambda: detector.decode(detector.apply(
         detector.init(jax.random.PRNGKey(0), size), jnp.zeros((1, *size, 3)))[0], size))
-    return True
-  except (TypeError, ValueError):
-    return False
+    return None
+  except (TypeError, ValueError) as e:
+    return e
 
 
 def relabelled_sources(detector, detection, classification):

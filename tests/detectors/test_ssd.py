@@ -200,3 +200,13 @@ def test_head_predictors_are_per_map_3x3_convolutions():
   assert params["cls_1"]["kernel"].shape == (3, 3, 5, 6 * 3)
   np.testing.assert_allclose(outputs["class_logits"], want_logits, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(outputs["box_deltas"], want_deltas, rtol=1e-4, atol=1e-4)
+
+
+def test_ratio_lists_for_another_number_of_maps_are_refused_with_the_reason():
+  from jaxdet import errors  # pylint: disable=import-outside-toplevel
+  from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
+  config = experiment.get_config("tiny_test").unlock()
+  config.model.default_boxes.aspect_ratios = ((2,),) * 2
+  with pytest.raises(errors.InvalidSetupError, match=r"does not fit the ssd network \(3 feature "
+                                                     r"maps but default boxes for 2\)$"):
+    loop.check_input_sizes(detectors.build(config.model), config)
