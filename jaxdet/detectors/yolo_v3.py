@@ -30,7 +30,8 @@ Objectness and classes are binary cross-entropies in both (Sec. 2.1, 2.2), as da
 
 Sec. 5's "things we tried that didn't work" are options: ``model.location="anchor_offset"``
 (x, y as multiples of the prior's size) or ``"linear"`` (no logistic; ``jaxdet.ops.boxes``),
-and ``loss.objectness_loss="focal"``.
+``loss.objectness_loss="focal"`` and the dual IoU thresholds
+(``loss.objectness_positive_iou=0.7``, ``loss.ignore_threshold=0.3``).
 """
 import functools
 
@@ -179,7 +180,9 @@ class YOLOv3(base.Detector):
       of all nine);
     * objectness: logistic regression, target 1 at the assigned slots, 0 at the others except
       those whose predicted box overlaps a truth by more than ``ignore_threshold`` (0.5), which
-      are ignored; or the focal loss (Sec. 5);
+      are ignored; or the focal loss (Sec. 5). With ``objectness_positive_iou`` > 0, Sec. 5's
+      dual thresholds: a slot whose box overlaps a truth by at least that much is a positive
+      too (Faster R-CNN's .7, with ``ignore_threshold`` .3);
     * classes: binary cross-entropy of independent logistic classifiers at the assigned slots.
 
     Each term is summed over the slots and divided by the number of images in the *global*
@@ -191,9 +194,13 @@ class YOLOv3(base.Detector):
     grid = self.grid(batch["image"].shape[1:3])
     targets = yolo_slots.slot_targets(grid, outputs["box_logits"], batch,
                                       location=self.location)
-    ignored = ~targets.positive & (targets.best_iou > cfg.ignore_threshold)
+    # Sec. 5's dual thresholds: a slot whose box overlaps a truth by objectness_positive_iou
+    # is an objectness positive too (0: off, as the paper settled).
+    positive_iou = cfg.get("objectness_positive_iou", 0.0)
+    object_positive = targets.positive | ((targets.best_iou >= positive_iou) & (positive_iou > 0))
+    ignored = ~object_positive & (targets.best_iou > cfg.ignore_threshold)
     object_loss, noobject_loss = objectness_terms(
-        outputs["objectness_logits"], targets.positive, ~targets.positive & ~ignored, cfg)
+        outputs["objectness_logits"], object_positive, ~object_positive & ~ignored, cfg)
     terms = {"coord_loss": cfg.coord_weight * yolo_slots.coordinate_loss(
                  outputs["box_logits"], targets, COORD_LOSSES[cfg.coord_loss], self.location),
              "object_loss": cfg.object_weight * object_loss,

@@ -49,7 +49,8 @@ def upgrade(saved):
 # saved config without the key resumes when the current one has this value.
 ADDED_KEYS = {"model.fpn_top_down": True, "model.fpn_lateral": True,
               "model.fpn_single_level": False, "model.location": "logistic",
-              "model.batch_norm": True, "model.passthrough": True}
+              "model.batch_norm": True, "model.passthrough": True,
+              "model.loss.objectness_positive_iou": 0.0}
 
 
 def added_at_its_old_behaviour(change):

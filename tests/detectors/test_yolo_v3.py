@@ -85,11 +85,13 @@ def responsible_slots(boxes, mask, priors, masks, slots, every_truth=None):
 
 
 def reference_loss(priors, masks, outputs, boxes, labels, mask, objectness, ignore=0.5,
-                   coord_loss="darknet"):
+                   coord_loss="darknet", positive_iou=None):
   """Sec. 2.1-2.2 with float64 loops over images, slots and truths; sums / number of images.
   Coordinates: ``"darknet"``, the cross-entropy of sigma(t_x), sigma(t_y) with the offsets and
   half squared errors of t_w, t_h; ``"sse"``, half squared errors of all four. A slot's classes
-  are those of every truth assigned to it."""
+  are those of every truth assigned to it. ``positive_iou``: Sec. 5's dual thresholds, an
+  unassigned slot overlapping a truth by that much has objectness target 1. Returns the terms,
+  the assigned slots and the ignored ones."""
   slots = slot_list(SIZE, masks)
   sums = dict(coord_loss=0.0, object_loss=0.0, noobject_loss=0.0, class_loss=0.0)
   positives = ignored = 0
@@ -116,6 +118,8 @@ def reference_loss(priors, masks, outputs, boxes, labels, mask, objectness, igno
         classes = {labels[b, m] for m in every_truth[n]}
         sums["class_loss"] += sum(bce(x, k in classes)
                                   for k, x in enumerate(outputs["class_logits"][b, n]))
+      elif positive_iou and best_iou >= positive_iou:
+        sums["object_loss"] += objectness(t_o, 1)
       elif best_iou > ignore:
         ignored += 1
       else:
@@ -129,9 +133,12 @@ def random_outputs(rng, num_slots, num_classes, batch=3):
           "class_logits": rng.normal(0, 2, (batch, num_slots, num_classes))}
 
 
-@pytest.mark.parametrize("objectness, coord_loss", [("bce", "darknet"), ("focal", "sse")])
-def test_loss_matches_float64_brute_force(objectness, coord_loss):
-  det = build(objectness_loss=objectness, focal_alpha=0.3, focal_gamma=1.5, coord_loss=coord_loss)
+@pytest.mark.parametrize("objectness, coord_loss, dual", [
+    ("bce", "darknet", False), ("focal", "sse", False), ("bce", "darknet", True)])
+def test_loss_matches_float64_brute_force(objectness, coord_loss, dual):
+  thresholds = dict(objectness_positive_iou=0.7, ignore_threshold=0.3) if dual else {}
+  det = build(objectness_loss=objectness, focal_alpha=0.3, focal_gamma=1.5, coord_loss=coord_loss,
+              **thresholds)
   priors = [tuple(map(float, p)) for p in det.config.priors]
   masks = [tuple(m) for m in det.config.priors_per_level]
   rng = np.random.default_rng(0)
@@ -140,7 +147,8 @@ def test_loss_matches_float64_brute_force(objectness, coord_loss):
   slots = slot_list(SIZE, masks)
   outputs = random_outputs(rng, len(slots), det.num_classes)
   # An unassigned slot predicting truth 0 of image 0 exactly (IoU 1 > 0.5): its cell, on its
-  # best prior's level, but another prior of that level. Its objectness (5) is then ignored.
+  # best prior's level, but another prior of that level. Its objectness (5) is then ignored, or
+  # with dual thresholds a positive.
   owner = responsible_slots(boxes[0], mask[0], priors, masks, slots)
   stride, row, col, p = slots[next(n for n, m in owner.items() if m == 0)]
   other = next(q for q in masks[STRIDES.index(stride)] if q != p)
@@ -158,8 +166,9 @@ def test_loss_matches_float64_brute_force(objectness, coord_loss):
   objectness_fn = bce if objectness == "bce" else (lambda x, t: focal(x, t, 0.3, 1.5))
   want, positives, ignored = reference_loss(
       priors, masks, {k: v.astype(np.float64) for k, v in outputs32.items()}, boxes, labels, mask,
-      objectness_fn, coord_loss=coord_loss)
-  assert positives == 8 and ignored >= 1 and int(metrics["num_positive"]) == positives
+      objectness_fn, coord_loss=coord_loss, **(dict(ignore=0.3, positive_iou=0.7) if dual else {}))
+  assert positives == 8 and int(metrics["num_positive"]) == positives
+  assert dual or ignored >= 1
   for key, value in want.items():
     np.testing.assert_allclose(metrics[key], value, rtol=1e-5, err_msg=key)
   np.testing.assert_allclose(total, sum(want.values()), rtol=1e-5)   # all weights 1
