@@ -21,6 +21,7 @@ a ``gs://`` sweep dir: the hosts start each run together, as one multi-host trai
 (README, "Ablations"); several slices take shares with ``--cells=i/n``.
 """
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -53,6 +54,8 @@ _CELLS = flags.DEFINE_string("cells", "", "A share 'i/n' of the runs, or cell la
 _PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Print the runs' training commands "
                                     "(those not finished) instead of running them.")
 _COLLECT = flags.DEFINE_bool("collect", False, "Only write the table of the finished runs.")
+_METRIC = flags.DEFINE_string("metric", "", "Tabulate this key of the evaluation results "
+                              "instead of the sweep's metric (e.g. coco/AP50).")
 _COCO_JSON_DIR = flags.DEFINE_string("coco_json_dir", None, "Passed to every run: train on "
                                      "this COCO-json folder (see the training tool).")
 _TRAIN_FLAGS = flags.DEFINE_multi_string(
@@ -212,6 +215,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   experiment = load_experiment(_CONFIG.value)
   sweep = experiment.get_sweep(_SWEEP.value)
+  if _METRIC.value:
+    sweep = dataclasses.replace(sweep, metric=_METRIC.value)
   try:
     runs = sweep_lib.select(sweep.runs(), _CELLS.value)
   except ValueError as e:

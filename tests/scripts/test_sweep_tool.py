@@ -81,6 +81,8 @@ def test_finished_runs_are_tabulated_beside_the_paper_and_missing_cells_marked(t
   assert "Paper: a test table" in table and "| 0/2 | missing | 0.500 |" in table
   assert "| two_steps | `train.total_steps=2 data.max_boxes=8` | 2/2 | 0.400 +- 0.141 |" in table
   assert (sweep_dir / "results.png").read_bytes()[:4] == b"\x89PNG"
+  other = sweep_tool(tmp_path, "--collect", "--metric=coco/AP50")     # not in these results
+  assert "coco/AP50 (mean +- std" in other.stdout and "| 0/2 | missing |" in other.stdout
   again = sweep_tool(tmp_path, "--print_commands")
   assert "two_steps/seed" not in again.stdout and "untrained/seed1" in again.stdout
 
