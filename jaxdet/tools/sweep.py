@@ -42,6 +42,7 @@ from jaxdet import plots
 from jaxdet import sweep as sweep_lib
 from jaxdet import tools
 from jaxdet.evaluation import results_files
+from jaxdet.train import loop
 
 _CONFIG = flags.DEFINE_string("config", None, "The experiment file that defines the sweep.",
                               required=True)
@@ -115,16 +116,6 @@ def write_json(path, value):
   path.write_text(json.dumps(value))
 
 
-def reached_last_step(workdir):
-  """Whether the run in ``workdir`` evaluated at its last step: a run stopped by a signal exits
-  cleanly too (its checkpoint committed) but skips that evaluation."""
-  try:
-    total = read_json(workdir / "run_info.json")[-1]["config"]["train"]["total_steps"]
-  except (TypeError, ValueError, LookupError):
-    return False
-  return results_files.read(workdir, total) is not None
-
-
 def seconds_so_far(workdir):
   return (read_json(workdir / PARTIAL) or {"seconds": 0.0})["seconds"]
 
@@ -140,7 +131,7 @@ def run_training(command, workdir):
   if returncode:
     logging.error("run %s failed (exit status %d); the sweep goes on", workdir, returncode)
     return False
-  if not reached_last_step(workdir):
+  if not loop.reached_last_step(workdir):
     logging.error("run %s stopped before its last step; rerun the sweep to resume it", workdir)
     return False
   write_json(workdir / DONE, {"command": shlex.join(command), "seconds": seconds})

@@ -299,6 +299,29 @@ def record_start(config, workdir):
   path.write_text(json.dumps(starts, indent=1))
 
 
+def reached_last_step(workdir, wait_s=600.0, poll_s=2.0):
+  """Whether the run in ``workdir`` finished: trained to its ``total_steps`` (its final
+  checkpoint committed) and evaluated there. A run stopped by a signal exits cleanly too, but
+  without that checkpoint: False at once. On several hosts process 0 writes the evaluation after
+  the others have exited, so a finished run's evaluation is awaited up to ``wait_s``."""
+  path = epath.Path(workdir) / RUN_INFO
+  try:
+    config = json.loads(path.read_text())[-1]["config"]
+  except (OSError, ValueError, LookupError):
+    return False
+  total = config["train"]["total_steps"]
+  if total and total not in checkpoint.committed_steps(str(workdir)):
+    return False
+  if not config["eval"]["metrics"]:
+    return True                        # nothing to evaluate
+  deadline = time.time() + wait_s
+  while results_files.read(workdir, total) is None:
+    if time.time() > deadline:
+      return False
+    time.sleep(poll_s)
+  return True
+
+
 def restore_or_initialize(config, workdir, mngr, state, detector):
   """``(state, examples_seen)``: from the workdir's newest intact checkpoint (refusing a changed
   config), else from ``config.train.init_from``, else fresh."""
