@@ -75,14 +75,15 @@ def darknet53_backbone(settings, **module_args):
 
 @register("ssd_vgg16", variable_name="features")
 def ssd_vgg16_backbone(settings, **module_args):
-  """SSD Sec. 3 "Base network": VGG-16 reduced; for detection also its ``extras``,
-  ``l2norm_scale`` and ``freeze_at`` (``jaxdet.models.vgg``)."""
+  """SSD Sec. 3 "Base network": VGG-16 reduced (``atrous``, default True); for detection also
+  its ``extras``, ``l2norm_scale`` and ``freeze_at`` (``jaxdet.models.vgg``)."""
   detection = dict(extras=()) if module_args["num_classes"] else dict(
       extras=nested_tuples(settings["extras"]), l2norm_scale=settings["l2norm_scale"],
       freeze_at=settings["freeze_at"])
   return vgg.SSDFeatures(
       stage_widths=tuple(settings["stage_widths"]), stage_depths=tuple(settings["stage_depths"]),
       fc_width=settings["fc_width"], fc6_dilation=settings["fc6_dilation"],
+      atrous=settings.get("atrous", True),
       batch_norm=settings["batch_norm"], **detection, **module_args)
 
 

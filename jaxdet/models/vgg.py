@@ -4,7 +4,10 @@ Liu et al. 2016 (SSD), Sec. 3 "Base network", plus the extra feature layers of F
 * conv1_1 .. conv5_3 of VGG-16 (3x3 convs, ReLU), 2x2 max pooling after stages 1-4 rounding
   the size up as Caffe's pooling does (it matters for SSD300's pool3: 75 -> 38);
 * pool5 becomes 3x3 stride 1, fc6 a 3x3 atrous conv (dilation 6) with 1024 channels and fc7 a
-  1x1 conv with 1024 channels (the subsampled fully connected layers);
+  1x1 conv with 1024 channels (the subsampled fully connected layers); ``atrous=False`` is the
+  full VGG-16 of Table 2's last column (Sec. 3.2, "Atrous is faster"): pool5 2x2 stride 2, fc6
+  a 7x7 conv, fc7 1x1 (``fc_width`` 4096 in VGG-16), and conv5_3 also predicts; fc7 is then at
+  half the resolution, so one extra layer fewer gives the same maps;
 * conv4_3 is L2-normalised with a learned per-channel scale initialised to 20 (Sec. 3.1,
   after ParseNet), since its feature scale differs from the deeper layers';
 * extra layers ``conv{8+i}_1`` (1x1) and ``conv{8+i}_2`` (3x3 stride 2, or valid / 4x4 at the
@@ -55,6 +58,7 @@ class SSDFeatures(nn.Module):
   stage_depths: Sequence[int] = VGG16_DEPTHS
   fc_width: int = 1024
   fc6_dilation: int = 6
+  atrous: bool = True         # False: full VGG-16 pool5 / fc6 / fc7 (the module doc)
   extras: Sequence[Sequence[int]] = SSD300_EXTRAS
   l2norm_scale: float = 20.0
   batch_norm: bool = False
@@ -90,8 +94,14 @@ class SSDFeatures(nn.Module):
         x = jax.lax.stop_gradient(x)
       if stage == 4 and not self.num_classes:
         maps.append(L2Norm(self.l2norm_scale, name="conv4_3_norm")(x))
-    x = layers.max_pool(x, 3, 1, backend=self.backend)  # pool5: 3x3, stride 1
-    x = self._conv(x, self.fc_width, 3, "fc6", train, dilation=self.fc6_dilation)
+    if self.atrous:
+      x = layers.max_pool(x, 3, 1, backend=self.backend)  # pool5: 3x3, stride 1
+      x = self._conv(x, self.fc_width, 3, "fc6", train, dilation=self.fc6_dilation)
+    else:
+      if not self.num_classes:
+        maps.append(x)                                   # conv5_3 predicts (Sec. 3.2)
+      x = layers.max_pool_ceil(x, backend=self.backend)  # pool5: 2x2, stride 2
+      x = self._conv(x, self.fc_width, 7, "fc6", train)
     x = self._conv(x, self.fc_width, 1, "fc7", train)
     if self.num_classes:
       logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(

@@ -50,7 +50,7 @@ def upgrade(saved):
 ADDED_KEYS = {"model.fpn_top_down": True, "model.fpn_lateral": True,
               "model.fpn_single_level": False, "model.location": "logistic",
               "model.batch_norm": True, "model.passthrough": True,
-              "model.loss.objectness_positive_iou": 0.0}
+              "model.loss.objectness_positive_iou": 0.0, "model.base.atrous": True}
 
 
 def added_at_its_old_behaviour(change):

@@ -116,6 +116,28 @@ def test_ssd300_vgg16_parameter_count_by_hand():
   assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == total
 
 
+def test_the_full_vgg16_of_table2_by_hand():
+  """Table 2's last column (Sec. 3.2): pool5 2x2-s2, fc6 7x7 and fc7 1x1 of 4096 (VGG-16's own
+  fully connected layers as convolutions), conv5_3 predicting, one extra layer fewer: the same
+  six maps and 8,732 default boxes."""
+  convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+           (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+  total = sum(conv_params(3, cin, cout) for cin, cout in convs) + 512    # + L2Norm scale
+  total += conv_params(7, 512, 4096) + conv_params(1, 4096, 4096)      # fc6, fc7
+  extras = [(4096, 256, 512), (512, 128, 256), (256, 128, 256)]
+  total += sum(conv_params(1, cin, mid) + conv_params(3, mid, out) for cin, mid, out in extras)
+  sources = [(512, 4), (512, 6), (4096, 6), (512, 6), (256, 4), (256, 4)]   # conv4_3, conv5_3..
+  total += sum(conv_params(3, c, a * 21) + conv_params(3, c, a * 4) for c, a in sources)
+  config = experiment.get_config("ssd300_voc").model.unlock()
+  config.base.update(atrous=False, fc_width=4096, extras=vgg.SSD300_EXTRAS[:3])
+  det = detectors.build(config)
+  assert det.feature_sizes((300, 300)) == tuple((m, m) for m in (38, 19, 10, 5, 3, 1))
+  assert det.default_boxes((300, 300)).num_anchors == 8732
+  shapes = jax.eval_shape(lambda: det.init(jax.random.PRNGKey(0), (300, 300)))
+  assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == total
+  assert shapes["params"]["features"]["fc6"]["kernel"].shape == (7, 7, 512, 4096)
+
+
 @pytest.mark.parametrize("variant,size,maps", [
     ("ssd300_voc", 300, (38, 19, 10, 5, 3, 1)),
     ("ssd512_coco", 512, (64, 32, 16, 8, 4, 2, 1)),
