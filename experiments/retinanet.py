@@ -31,6 +31,7 @@ Sweeps (``get_sweep``; run with ``jaxdet-sweep --config=experiments/retinanet.py
 --sweep_dir=<dir>``):
   focal_loss        Table 1a/1b in miniature: gamma 0 (alpha-balanced cross-entropy), 0.5, 1, 2
                     and 5, each at alpha 0.25, 0.5 and 0.75, on ``tiny_digits``, two seeds.
+  anchor_density    Table 1c in miniature: 1-4 octave scales x 1 or 3 aspect ratios per location.
   fpn_components    the FPN paper's Table 1 c-f on RetinaNet: the FPN, the bottom-up pyramid
                     (no top-down path), the top-down pyramid without lateral connections, and
                     every anchor on the finest level alone.
@@ -171,7 +172,20 @@ def fpn_components(name):
       paper_table="Lin et al. 2017 (FPN), Table 1 rows c-f (RPN on ResNet-50; AR, not AP)")
 
 
-SWEEPS = {"focal_loss": focal_loss, "fpn_components": fpn_components}
+def anchor_density(name):
+  # Table 1c of Lin et al. 2017: octave scales x aspect ratios per location, from one square
+  # anchor to 4 x 3 (the recipe has 3 x 3).
+  cells = [sweep.Cell(f"scales{scales}_ratios{len(ratios)}",
+                      {"model.anchors.num_scales": scales, "model.anchors.aspect_ratios": ratios})
+           for scales, ratios in ((1, (1.0,)), (2, (1.0,)), (3, (1.0,)), (1, (0.5, 1.0, 2.0)),
+                                  (2, (0.5, 1.0, 2.0)), (3, (0.5, 1.0, 2.0)),
+                                  (4, (0.5, 1.0, 2.0)))]
+  return sweep.Sweep(name, "tiny_digits", cells, seeds=(0, 1), metric="coco/AP",
+                     paper_table="Lin et al. 2017, Table 1c (ResNet-50, 600 px, COCO minival AP)")
+
+
+SWEEPS = {"focal_loss": focal_loss, "fpn_components": fpn_components,
+          "anchor_density": anchor_density}
 
 
 def get_sweep(name):
