@@ -186,9 +186,4 @@ def anchor_density(name):
 
 SWEEPS = {"focal_loss": focal_loss, "fpn_components": fpn_components,
           "anchor_density": anchor_density}
-
-
-def get_sweep(name):
-  if name not in SWEEPS:
-    raise ValueError(f"unknown RetinaNet sweep {name!r}; choose from {tuple(SWEEPS)}")
-  return SWEEPS[name](name)
+get_sweep = sweep.getter(SWEEPS, "RetinaNet")

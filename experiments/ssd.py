@@ -231,9 +231,4 @@ def table2_components(name):
 
 
 SWEEPS = {"table2_components": table2_components}
-
-
-def get_sweep(name):
-  if name not in SWEEPS:
-    raise ValueError(f"unknown SSD sweep {name!r}; choose from {tuple(SWEEPS)}")
-  return SWEEPS[name](name)
+get_sweep = sweep.getter(SWEEPS, "SSD")

@@ -216,9 +216,4 @@ def table2_path(name):
 
 
 SWEEPS = {"table2_path": table2_path}
-
-
-def get_sweep(name):
-  if name not in SWEEPS:
-    raise ValueError(f"unknown YOLOv2 sweep {name!r}; choose from {tuple(SWEEPS)}")
-  return SWEEPS[name](name)
+get_sweep = sweep.getter(SWEEPS, "YOLOv2")

@@ -169,9 +169,4 @@ def didnt_work(name):
 
 
 SWEEPS = {"didnt_work": didnt_work}
-
-
-def get_sweep(name):
-  if name not in SWEEPS:
-    raise ValueError(f"unknown YOLOv3 sweep {name!r}; choose from {tuple(SWEEPS)}")
-  return SWEEPS[name](name)
+get_sweep = sweep.getter(SWEEPS, "YOLOv3")

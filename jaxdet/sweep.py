@@ -49,6 +49,16 @@ class Sweep:
     return [(cell, seed) for cell in self.cells for seed in self.seeds]
 
 
+def getter(builders, family):
+  """An experiment file's ``get_sweep(name)`` over ``builders``: sweep name -> a function of
+  the name that builds the :class:`Sweep`."""
+  def get_sweep(name):
+    if name not in builders:
+      raise ValueError(f"unknown {family} sweep {name!r}; choose from {tuple(builders)}")
+    return builders[name](name)
+  return get_sweep
+
+
 def cell_config(get_config, sweep, cell):
   """The config a cell trains: ``get_config(sweep.base)`` with the cell's overrides, each
   checked against the locked config as the command line checks it."""

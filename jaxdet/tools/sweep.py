@@ -205,13 +205,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   experiment = load_experiment(_CONFIG.value)
-  sweep = experiment.get_sweep(_SWEEP.value)
-  if _METRIC.value:
-    sweep = dataclasses.replace(sweep, metric=_METRIC.value)
   try:
+    sweep = experiment.get_sweep(_SWEEP.value)
     runs = sweep_lib.select(sweep.runs(), _CELLS.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  if _METRIC.value:
+    sweep = dataclasses.replace(sweep, metric=_METRIC.value)
   extra_flags = [*([f"--coco_json_dir={_COCO_JSON_DIR.value}"] if _COCO_JSON_DIR.value else []),
                  *_TRAIN_FLAGS.value]
   failed = 0

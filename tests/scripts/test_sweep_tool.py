@@ -54,6 +54,11 @@ def test_print_commands_gives_one_training_command_per_run(tmp_path):
   assert "--config.seed=1" in out[1] and "--config.train.total_steps=0" in out[1]
   assert "--config.eval.metrics=()" in out[1]
   assert "--config.data.max_boxes=8" in out[3]
+  unknown = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "sweep.py"),
+                            "--config=experiments/ssd.py", "--sweep=nope", "--sweep_dir=x"],
+                           capture_output=True, text=True, timeout=300, cwd=REPO)
+  assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+  assert "unknown SSD sweep 'nope'; choose from ('table2_components',)" in unknown.stderr
   share = sweep_tool(tmp_path, "--print_commands", "--cells=2/2").stdout.splitlines()
   assert share == [out[1], out[3]]
   passed = sweep_tool(tmp_path, "--print_commands", "--train_flag=--multihost",
