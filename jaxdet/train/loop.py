@@ -315,11 +315,18 @@ def reached_last_step(workdir, wait_s=600.0, poll_s=2.0):
   if not config["eval"]["metrics"]:
     return True                        # nothing to evaluate
   deadline = time.time() + wait_s
-  while results_files.read(workdir, total) is None:
+  while not evaluation_written(workdir, total):
     if time.time() > deadline:
       return False
     time.sleep(poll_s)
   return True
+
+
+def evaluation_written(workdir, step):
+  try:
+    return results_files.read(workdir, step) is not None
+  except ValueError:          # still being written
+    return False
 
 
 def restore_or_initialize(config, workdir, mngr, state, detector):

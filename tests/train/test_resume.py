@@ -116,6 +116,8 @@ def test_a_run_has_finished_when_it_committed_its_last_step_and_evaluated_there(
   assert time.time() - start < 5                    # a stopped run is not waited for
   os.makedirs(os.path.join(checkpoint.checkpoint_dir(workdir), "4"))
   assert not loop.reached_last_step(workdir, wait_s=0.2, poll_s=0.05)   # no evaluation came
+  results_files.path(workdir, 4).write_text('{"coco/AP": ')               # being written
+  assert not loop.reached_last_step(workdir, wait_s=0.2, poll_s=0.05)
   # Process 0 writes the evaluation after the other hosts have exited: it is awaited.
   writer = threading.Timer(0.3, lambda: results_files.write(workdir, 4, {"coco/AP": 0.1}))
   writer.start()
