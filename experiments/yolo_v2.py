@@ -79,6 +79,7 @@ def model_config(num_classes, priors=VOC_PRIORS):
       head_width=1024,                        # Sec. 3: three 3x3 convolutions of 1024 filters
       passthrough=True,                       # Sec. 2 "Fine-Grained Features"
       passthrough_width=0,                    # Sec. 2: 26x26x512 -> 13x13x2048; 2017 cfg: 64
+      reorg="space_to_depth",                 # Sec. 2's stacking; "darknet": its reorg layer
       batch_norm=True,                        # Sec. 2 "Batch Normalization"
       location="logistic",                    # Sec. 2 "Direct location prediction"
       priors=priors,                          # (w, h) in stride-32 cells; k = 5 (Sec. 2)

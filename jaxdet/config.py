@@ -19,6 +19,14 @@ def augmentation(name, **options):
   return ml_collections.ConfigDict(dict(name=name, **options))
 
 
+# ImageNet RGB statistics in 0-255 units (torchvision's, the backbones' convention); darknet's
+# networks take RGB / 255 (mean 0, std 255).
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+DARKNET_PIXEL_MEAN = (0.0, 0.0, 0.0)
+DARKNET_PIXEL_STD = (255.0, 255.0, 255.0)
+
+
 def base_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -35,6 +43,8 @@ def base_config():
   c.data.max_boxes = 100                       # ground-truth budget M per image
   c.data.random_flip = True
   c.data.keep_aspect_ratio = True              # False: warp to image_size (SSD, YOLO)
+  c.data.pixel_mean = PIXEL_MEAN               # input = (RGB 0-255 - pixel_mean) / pixel_std
+  c.data.pixel_std = PIXEL_STD
   c.data.augment = augmentation("")            # none; see augmentation()
   c.data.classification = ""                   # joint training (YOLO9000): classification
   #                                              source spec, "imagenet2012:train", "folder:DIR"

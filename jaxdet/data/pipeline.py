@@ -14,6 +14,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from jaxdet import config as config_lib
 from jaxdet.data import sanitize
 from jaxdet.data import sources as sources_lib
 from jaxdet.data import transforms
@@ -21,9 +22,7 @@ from jaxdet.data import transforms
 # tf.data runs on the host only: keep TensorFlow off the accelerators JAX owns.
 tf.config.set_visible_devices([], "GPU")
 
-# ImageNet RGB statistics (the backbones' convention), in 0-255 units.
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
+PIXEL_MEAN = config_lib.PIXEL_MEAN      # the canvas of augmentations that pad (0 once normalized)
 
 
 class RecordLoader:
@@ -127,8 +126,13 @@ class JointLoader:
         cycle * self.classification_share + offset - self.detection_share)
 
 
-def normalize(image):
-  return (tf.cast(image, tf.float32) - PIXEL_MEAN) / PIXEL_STD
+def normalize(image, data_config=None):
+  """RGB 0-255 -> the network's input: ``(image - data.pixel_mean) / data.pixel_std`` (ImageNet
+  statistics when ``data_config`` is None or predates the keys)."""
+  get = data_config.get if data_config is not None else lambda key, default: default
+  mean = get("pixel_mean", config_lib.PIXEL_MEAN)
+  std = get("pixel_std", config_lib.PIXEL_STD)
+  return (tf.cast(image, tf.float32) - tuple(mean)) / tuple(std)
 
 
 def pad_targets(boxes, labels, max_boxes):
@@ -223,8 +227,8 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
     if data_config.random_flip:
       image, boxes = transforms.random_horizontal_flip(image, boxes, seeds[0])
     height, width = input_size(g)
-    image, boxes, _ = transforms.resize_and_pad(normalize(image), boxes, height, width,
-                                                 data_config.keep_aspect_ratio)
+    image, boxes, _ = transforms.resize_and_pad(normalize(image, data_config), boxes, height,
+                                                 width, data_config.keep_aspect_ratio)
     example = {"image": image, **pad_targets(boxes, labels, data_config.max_boxes)}
     if classification is not None:
       example["image_label"] = tf.ensure_shape(image_label, [])
@@ -256,8 +260,8 @@ def eval_dataset(source, data_config, *, batch_size, issues, process_index=0, pr
     image, image_id, skip = tf.numpy_function(loader.eval_example, [tf.minimum(i, n - 1), i >= n],
                                               [tf.uint8, tf.int64, tf.bool], stateful=False)
     image = tf.ensure_shape(image, [None, None, 3])
-    image, _, scale = transforms.resize_and_pad(normalize(image), tf.zeros([0, 4]), height, width,
-                                                data_config.keep_aspect_ratio)
+    image, _, scale = transforms.resize_and_pad(normalize(image, data_config), tf.zeros([0, 4]),
+                                                height, width, data_config.keep_aspect_ratio)
     return {"image": image, "image_id": tf.ensure_shape(image_id, []),
             "scale": scale, "skip": tf.ensure_shape(skip, [])}
 

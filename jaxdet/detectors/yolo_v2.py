@@ -16,6 +16,10 @@ Two forms of the passthrough (``passthrough_width``):
   * 64: darknet's later cfg/yolo-voc.cfg (March 2017; yolov2-voc.cfg since 2018, with the
     released yolov2-voc.weights), a 1x1 convolution to 64 channels before the reorganisation
     (13 x 13 x 256).
+How the passthrough reorganises (``reorg``): ``"space_to_depth"`` stacks each 2x2 patch into
+channels, as the paper describes it (the recipes); ``"darknet"`` is what darknet's reorg layer
+computes (``reorg_cpu`` in src/blas.c, called with ``forward=0``), which reads the ``C x H x W``
+buffer as ``C/4 x 2H x 2W`` and so mixes positions; released darknet weights need it.
 ``head="darknet19"`` drops the three added convolutions and the passthrough: the 1x1 prediction
 sits on Darknet-19's last layer, as darknet's cfg/yolo9000.cfg.
 
@@ -81,6 +85,19 @@ def space_to_depth(x, block=2):
                                                block * block * channels)
 
 
+def darknet_reorg(x, block=2):
+  """darknet's reorg layer (module docstring) on ``[B, H, W, C]`` -> ``[B, H / b, W / b, b^2 C]``:
+  output channel ``k`` of input row ``j``, column ``i`` (in the ``C x H x W`` buffer) is input
+  value ``(k mod C/b^2, b j + (k div C/b^2) div b, b i + (k div C/b^2) mod b)`` of the buffer
+  read as ``C/b^2 x bH x bW``; the result buffer is then read as ``b^2 C x H/b x W/b``."""
+  n, height, width, channels = x.shape
+  chw = x.transpose(0, 3, 1, 2).reshape(n, channels // block**2, height, block, width, block)
+  chw = chw.transpose(0, 3, 5, 1, 2, 4)          # (row in patch, column in patch, c2, j, i)
+  out = chw.reshape(n, block**2 * channels, height // block, width // block)
+  return out.transpose(0, 2, 3, 1)
+
+
+REORGS = {"space_to_depth": space_to_depth, "darknet": darknet_reorg}
 HEADS = ("yolov2", "darknet19")
 
 
@@ -94,6 +111,7 @@ class YOLOv2Model(nn.Module):
   head_width: int = 1024               # the three added 3x3 convolutions (Sec. 3)
   passthrough_width: int = 64          # 1x1 reduction before space-to-depth; 0: none (paper)
   passthrough: bool = True             # False: no fine-grained features (Table 2's ablation)
+  reorg: str = "space_to_depth"        # or "darknet": its reorg layer (module docstring)
   batch_norm: bool = True              # False: biases instead (Table 2's first column)
   dtype: jnp.dtype = jnp.float32
   backend: str = "xla"          # jaxdet.models.backend
@@ -101,6 +119,8 @@ class YOLOv2Model(nn.Module):
   def __post_init__(self):
     if self.head not in HEADS:
       raise ValueError(f"model.head={self.head!r}: one of {HEADS}")
+    if self.reorg not in REORGS:
+      raise ValueError(f"model.reorg={self.reorg!r}: one of {tuple(REORGS)}")
     super().__post_init__()
 
   @nn.compact
@@ -116,7 +136,7 @@ class YOLOv2Model(nn.Module):
         fine = features["stride16"]
         if self.passthrough_width:
           fine = conv(self.passthrough_width, 1, name="passthrough")(fine, train)
-        x = jnp.concatenate([space_to_depth(fine), x], axis=-1)
+        x = jnp.concatenate([REORGS[self.reorg](fine), x], axis=-1)
       x = conv(self.head_width, 3, name="head3")(x, train)
     x = layers.conv(self.num_priors * (5 + self.num_classes), 1, use_bias=True, dtype=self.dtype,
                     backend=self.backend,
@@ -147,7 +167,8 @@ class YOLOv2(base.Detector):
                         num_priors=len(self.priors_cells),
                         head=config.head, head_width=config.head_width,
                         passthrough_width=config.passthrough_width,
-                        passthrough=config.get("passthrough", True), batch_norm=batch_norm,
+                        passthrough=config.get("passthrough", True),
+                        reorg=config.get("reorg", "space_to_depth"), batch_norm=batch_norm,
                         dtype=dtype, backend=backend)
     super().__init__(model, config.num_classes, backend)
 

@@ -210,14 +210,18 @@ class YOLOv3(base.Detector):
     return yolo_slots.per_image_sum(terms, targets.positive)
 
   def decode(self, outputs, image_size):
-    """Class score ``sigma(t_o) sigma(t_c)`` per class, then ``yolo_slots.decode_detections``:
+    """:meth:`class_scores`, then ``yolo_slots.decode_detections``:
     the top ``pre_nms_topk`` pairs above ``score_threshold`` and class-aware NMS at
     ``nms_iou_threshold`` (darknet's COCO evaluation: thresh .005, nms .45)."""
-    scores = (jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))[..., None]
-              * jax.nn.sigmoid(outputs["class_logits"].astype(jnp.float32)))
     return yolo_slots.decode_detections(self.grid(tuple(image_size)), outputs["box_logits"],
-                                        scores, tuple(image_size), self.config.decode,
-                                        location=self.location)
+                                        self.class_scores(outputs), tuple(image_size),
+                                        self.config.decode, location=self.location)
+
+  def class_scores(self, outputs):
+    """``[B, N, K]`` class scores ``sigma(t_o) sigma(t_c)``: objectness times the independent
+    logistic classifiers (Sec. 2.2)."""
+    return (jax.nn.sigmoid(outputs["objectness_logits"].astype(jnp.float32))[..., None]
+            * jax.nn.sigmoid(outputs["class_logits"].astype(jnp.float32)))
 
 
 @detectors.register("yolo_v3")

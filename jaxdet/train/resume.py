@@ -11,6 +11,7 @@ import logging
 
 from ml_collections import ConfigDict
 
+from jaxdet import config as config_lib
 from jaxdet import errors
 from jaxdet.train import optim
 
@@ -50,7 +51,10 @@ def upgrade(saved):
 ADDED_KEYS = {"model.fpn_top_down": True, "model.fpn_lateral": True,
               "model.fpn_single_level": False, "model.location": "logistic",
               "model.batch_norm": True, "model.passthrough": True,
-              "model.loss.objectness_positive_iou": 0.0, "model.base.atrous": True}
+              "model.loss.objectness_positive_iou": 0.0, "model.base.atrous": True,
+              "model.reorg": "space_to_depth",
+              "data.pixel_mean": list(config_lib.PIXEL_MEAN),
+              "data.pixel_std": list(config_lib.PIXEL_STD)}
 
 
 def added_at_its_old_behaviour(change):

@@ -1,0 +1,126 @@
+"""The torchvision parity cases, shared by ``make_fixtures.py`` (which runs torchvision, the
+reference) and the tests (which run jaxdet and compare with the fixtures, or with torchvision
+live).
+
+Each case is a torchvision architecture built with ``weights=None`` and given a state dict of
+random values from a seed (``jaxdet.weights.torchvision.random_state_dict``: every tensor,
+batch norm statistics included; ``load_state_dict(strict=True)`` proves its names and shapes
+are torchvision's), fed the two photographs scikit-learn ships, resized and normalised with
+the ImageNet statistics. A fixture holds, per image and input size, the logits in full and a
+sketch of each of C2..C5 (``SKETCH`` fixed random projections of the flattened map, so that a
+relative difference of the maps shows in the sketches), the small size's C5 in full too.
+"""
+import dataclasses
+import importlib.util
+import pathlib
+
+import jax
+import numpy as np
+from PIL import Image
+
+from jaxdet import config as config_lib
+from jaxdet import detectors
+from jaxdet.models import backbones
+from jaxdet.weights import darknet
+from jaxdet.weights import torchvision
+
+HERE = pathlib.Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+ROOT = HERE.parents[1]
+LEVELS = ("C2", "C3", "C4", "C5")
+SKETCH = 32
+SIZES = (64, 224)          # small, and the full ImageNet input
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  architecture: str
+  config: str           # the classifier recipe the import targets
+  seed: int
+
+  def fixture(self, name):
+    return FIXTURES / f"torchvision_{name}.npz"
+
+
+CASES = {
+    "resnet50": Case("resnet50", "experiments/retinanet.py:resnet50_imagenet", seed=2),
+    "resnet101": Case("resnet101", "experiments/retinanet.py:resnet101_imagenet", seed=3),
+}
+
+
+def photographs(size):
+  """``[2, size, size, 3]`` float32: china.jpg and flower.jpg resized (bilinear) and
+  normalised as jaxdet's pipeline and torchvision's transforms do."""
+  from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  images = [np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), np.float32)
+            for image in datasets.load_sample_images().images]
+  mean, std = np.float32(config_lib.PIXEL_MEAN), np.float32(config_lib.PIXEL_STD)
+  return np.stack([(image - mean) / std for image in images])
+
+
+def load_config(spec):
+  path, variant = spec.split(":")
+  module_spec = importlib.util.spec_from_file_location("torchvision_case_recipe", ROOT / path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def names_and_state_dict(case):
+  """``(names, state dict)``: the case's torchvision name map and its random state dict."""
+  config = load_config(case.config)
+  detector = detectors.build(config.model)
+  shapes = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), (64, 64)))
+  variable_shapes = {(collection,) + path: leaf.shape
+                     for collection in shapes for path, leaf in
+                     darknet.flatten(shapes[collection]).items()}
+  names = torchvision.resnet_names(case.architecture)
+  return names, torchvision.random_state_dict(names, variable_shapes, case.seed)
+
+
+def jaxdet_features(case, state_dict, names, images):
+  """``{C2..C5, logits}`` of the jaxdet trunk with the imported state dict, NHWC."""
+  config = load_config(case.config)
+  trunk = backbones.build(config.model.trunk, config.model.backbone, dtype=np.float32,
+                          backend="xla", num_classes=config.model.num_classes)
+  variables = {}
+  for path, array in torchvision.to_variables(state_dict, names).items():
+    node = variables
+    for key in (path[0],) + path[2:-1]:                  # drop the "backbone" prefix
+      node = node.setdefault(key, {})
+    node[path[-1]] = array
+  outputs = jax.jit(trunk.apply)(variables, images)
+  return {k: np.asarray(outputs[k]) for k in LEVELS + ("logits",)}
+
+
+def torchvision_features(case, state_dict, images):
+  """``{C2..C5, logits}`` of torchvision's model with ``state_dict``, NHWC."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import torchvision as tv  # pylint: disable=import-outside-toplevel
+  model = getattr(tv.models, case.architecture)(weights=None).eval()
+  model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()},
+                        strict=True)
+  captured = {}
+  for level, layer in zip(LEVELS, (model.layer1, model.layer2, model.layer3, model.layer4)):
+    layer.register_forward_hook(
+        lambda module, inputs, output, level=level: captured.__setitem__(level, output))
+  with torch.no_grad():
+    logits = model(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+  features = {k: v.numpy().transpose(0, 2, 3, 1) for k, v in captured.items()}
+  return {**features, "logits": logits.numpy()}
+
+
+def sketch(features):
+  """``[B, SKETCH]`` fixed random projections of each image's flattened map."""
+  flat = features.reshape(features.shape[0], -1).astype(np.float64)
+  projection = np.random.default_rng(flat.shape[1]).normal(size=(flat.shape[1], SKETCH))
+  return flat @ projection / np.sqrt(flat.shape[1])
+
+
+def summary(features, size):
+  """What a fixture keeps of ``features`` at input ``size`` (module docstring)."""
+  kept = {f"{size}/logits": features["logits"]}
+  kept.update({f"{size}/{level}_sketch": sketch(features[level]) for level in LEVELS})
+  if size == SIZES[0]:
+    kept[f"{size}/C5"] = features["C5"]
+  return kept
