@@ -1,7 +1,7 @@
-"""Dependencies run one way: scripts -> tools -> runtime -> train -> evaluation -> detectors ->
-models, data -> ops, config, weights, distributed, sweep, plots, provenance -> errors. A module that
-imports one of a higher layer (or of another package of its own layer) fails here, naming the
-import."""
+"""Dependencies run one way: scripts -> tools -> runtime -> train -> evaluation -> detectors,
+weights -> models, data -> ops, config, distributed, sweep, plots, provenance -> errors. A module
+that imports one of a higher layer (or of another package of its own layer) fails here, naming
+the import."""
 import ast
 import pathlib
 
@@ -11,9 +11,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "jaxdet"
 
 # The layer of each top-level module or package of jaxdet, lowest first.
 LAYERS = {"errors": 0, "config": 1, "distributed": 1, "provenance": 1, "sweep": 1, "plots": 1,
-          "weights": 1,
-          "ops": 1, "models": 2, "data": 2, "detectors": 3, "evaluation": 4, "train": 5,
-          "runtime": 6, "tools": 7}
+          "ops": 1, "models": 2, "data": 2, "detectors": 3, "weights": 3, "evaluation": 4,
+          "train": 5, "runtime": 6, "tools": 7}
 
 
 def part_of(module):

@@ -41,6 +41,7 @@ from jaxdet import tools
 from jaxdet.weights import darknet
 from jaxdet.weights import torch_files
 from jaxdet.weights import torchvision
+from jaxdet.weights import trees
 
 TORCHVISION_MODELS = ("resnet18", "resnet50", "resnet101", "resnet152")
 
@@ -78,7 +79,7 @@ def set_arrays(tree, arrays, collection):
   """``tree`` (a collection's nested dict of arrays) with ``arrays`` (``{(collection, *path):
   numpy array}``) in place of its leaves, each checked for shape and put where the old one
   was (its sharding and dtype)."""
-  flat = dict(darknet.flatten(tree))
+  flat = trees.flatten(tree)
   for path, array in arrays.items():
     if path[0] != collection:
       continue
@@ -86,13 +87,7 @@ def set_arrays(tree, arrays, collection):
     if tuple(old.shape) != tuple(array.shape):
       raise WeightsImportError(f"{'/'.join(path)}: shape {array.shape} for the model's {old.shape}")
     flat[path[1:]] = jax.device_put(np.asarray(array, old.dtype), old.sharding)
-  nested = {}
-  for path, value in flat.items():
-    node = nested
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = value
-  return nested
+  return trees.unflatten(flat)
 
 
 def import_darknet(config, cfg_path, weights_path):
@@ -105,7 +100,7 @@ def import_darknet(config, cfg_path, weights_path):
                                                 tuple(config.data.image_size)))
   units = darknet.conv_units(shapes["params"],
                              darknet.conv_call_order(detector.model, config.data.image_size))
-  flat_shapes = darknet.flatten(shapes["params"])
+  flat_shapes = trees.flatten(shapes["params"])
   darknet.check_layers_match(network, units, lambda path: flat_shapes[path].shape)
   header, convs = darknet.read_weights(weights_path, network)
   arrays, clipped = darknet.to_variables(convs, units, flax_epsilon=1e-5)

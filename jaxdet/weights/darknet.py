@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdet import errors
+from jaxdet.weights import trees
 
 DARKNET_BN_EPSILON = 1e-6       # added to sqrt(variance), src/blas.c normalize_cpu
 LAYERS_WITHOUT_WEIGHTS = ("maxpool", "avgpool", "route", "reorg", "upsample", "shortcut",
@@ -314,7 +315,7 @@ def conv_units(params, conv_paths):
   """The :class:`ConvUnit` of each convolution in ``conv_paths`` (:func:`conv_call_order`) in
   ``params`` (a model's nested parameters); a ``darknet.ConvBNLeaky`` is ``{conv: {kernel},
   bn: {scale, bias}}``, its statistics at the same path in ``batch_stats``."""
-  flat = flatten(params)
+  flat = trees.flatten(params)
   units = []
   for module in conv_paths:
     owner = module[:-1]
@@ -327,17 +328,6 @@ def conv_units(params, conv_paths):
       units.append(ConvUnit("/".join(module), module + ("kernel",),
                             bias=bias if bias in flat else None))
   return units
-
-
-def flatten(tree, prefix=()):
-  """``{path tuple: leaf}`` of nested dicts, in their order."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(flatten(value, prefix + (key,)))
-    else:
-      flat[prefix + (key,)] = value
-  return flat
 
 
 def check_layers_match(network, units, shape_of):

@@ -12,7 +12,6 @@ too) of the ``TOP_SLOTS`` slots of highest objectness of the first photograph (`
 their slots ``full_slots``).
 """
 import dataclasses
-import importlib.util
 import pathlib
 import re
 
@@ -22,11 +21,12 @@ import numpy as np
 
 from jaxdet import detectors
 from jaxdet.weights import darknet
+from jaxdet.weights import trees
+from tests.weights.recipes import load_config
 
 HERE = pathlib.Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
 CFG_DIR = FIXTURES / "darknet_cfg"
-ROOT = HERE.parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,14 +76,6 @@ def photographs(size):
                    for image in images])
 
 
-def load_config(spec):
-  path, variant = spec.split(":")
-  module_spec = importlib.util.spec_from_file_location("darknet_case_recipe", ROOT / path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
 def jaxdet_model(case, size, weights_path):
   """``(detector, variables)`` of the case imported at input ``size`` (what the import tool
   does, without writing a workdir)."""
@@ -93,17 +85,11 @@ def jaxdet_model(case, size, weights_path):
   shapes = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), (size, size)))
   units = darknet.conv_units(shapes["params"],
                              darknet.conv_call_order(detector.model, (size, size)))
-  flat = darknet.flatten(shapes["params"])
+  flat = trees.flatten(shapes["params"])
   darknet.check_layers_match(network, units, lambda path: flat[path].shape)
   _, convs = darknet.read_weights(weights_path, network)
   arrays, _ = darknet.to_variables(convs, units, flax_epsilon=1e-5)
-  variables = {}
-  for path, array in arrays.items():
-    node = variables
-    for key in path[:-1]:
-      node = node.setdefault(key, {})
-    node[path[-1]] = jnp.asarray(array)
-  return detector, variables
+  return detector, trees.unflatten({path: jnp.asarray(a) for path, a in arrays.items()})
 
 
 def jaxdet_outputs(detector, variables, images):

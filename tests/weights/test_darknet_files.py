@@ -8,7 +8,9 @@ import pytest
 
 from jaxdet import detectors
 from jaxdet.weights import darknet
+from jaxdet.weights import trees
 from tests.weights import darknet_cases
+from tests.weights.recipes import load_config
 
 TWO_LAYERS = """[net]
 height=32
@@ -171,19 +173,19 @@ def test_letterbox_is_darknets():
 
 
 def test_the_cfg_sets_classes_priors_and_the_passthrough():
-  v3 = darknet.configure(darknet_cases.load_config("experiments/yolo_v3.py:yolov3_416_coco"),
+  v3 = darknet.configure(load_config("experiments/yolo_v3.py:yolov3_416_coco"),
                          cfg("yolov3.cfg"))
   assert v3.model.num_classes == 80 and v3.model.loss.ignore_threshold == 0.7
   assert v3.model.priors_per_level == ((0, 1, 2), (3, 4, 5), (6, 7, 8))
   assert v3.model.priors[0] == (10.0, 13.0) and v3.model.priors[-1] == (373.0, 326.0)
   assert tuple(v3.data.pixel_std) == (255.0,) * 3
   assert tuple(v3.data.image_size) == (608, 608)        # the cfg's testing size
-  v2 = darknet.configure(darknet_cases.load_config("experiments/yolo_v2.py:yolov2_voc_416"),
+  v2 = darknet.configure(load_config("experiments/yolo_v2.py:yolov2_voc_416"),
                          cfg("yolov2-voc.cfg"))
   assert (v2.model.num_classes, v2.model.passthrough_width, v2.model.reorg) == (20, 64, "darknet")
   assert v2.model.priors[0] == (1.3221, 1.73145)
   with pytest.raises(darknet.DarknetFileError, match="describes a yolo_v2 network"):
-    darknet.configure(darknet_cases.load_config("experiments/yolo_v3.py:yolov3_416_coco"),
+    darknet.configure(load_config("experiments/yolo_v3.py:yolov3_416_coco"),
                       cfg("yolov2-voc.cfg"))
 
 
@@ -202,16 +204,16 @@ def test_a_partial_backbone_file_fills_every_trunk_tensor(cfg_name, recipe, load
   """``darknet53.conv.74`` / ``darknet19_448.conv.23``: the convolutions before the classifier,
   each tensor of the file in one array of the backbone, every backbone array filled."""
   network = cfg(cfg_name)
-  config = darknet.configure(darknet_cases.load_config(recipe), network)
+  config = darknet.configure(load_config(recipe), network)
   units, shapes = model_units(config, 64)
   darknet.check_layers_match(network, units,
-                             lambda path: darknet.flatten(shapes["params"])[path].shape)
+                             lambda path: trees.flatten(shapes["params"])[path].shape)
   path = tmp_path / "partial.weights"
   darknet.write_weights(path, darknet.random_convs(network, 0, count=loaded))
   _, convs = darknet.read_weights(path, network)
   arrays, _ = darknet.to_variables(convs, units, 1e-5)
-  trunk = {("params",) + p: v for p, v in darknet.flatten(shapes["params"]).items()}
-  trunk.update({("batch_stats",) + p: v for p, v in darknet.flatten(shapes["batch_stats"]).items()})
+  trunk = {("params",) + p: v for p, v in trees.flatten(shapes["params"]).items()}
+  trunk.update({("batch_stats",) + p: v for p, v in trees.flatten(shapes["batch_stats"]).items()})
   classifier = {p for p in trunk if "classifier" in p[-2]}
   assert set(arrays) == set(trunk) - classifier and len(classifier) == 2
   file_values = (path.stat().st_size - 20) // 4
@@ -221,10 +223,10 @@ def test_a_partial_backbone_file_fills_every_trunk_tensor(cfg_name, recipe, load
 
 def test_a_cfg_of_another_network_is_refused_naming_the_layer():
   network = cfg("yolov3.cfg")
-  config = darknet.configure(darknet_cases.load_config("experiments/yolo_v3.py:yolov3_416_coco"),
+  config = darknet.configure(load_config("experiments/yolo_v3.py:yolov3_416_coco"),
                              network)
   config.model.neck_widths = (128, 256, 256)
   units, shapes = model_units(config, 64)
-  flat = darknet.flatten(shapes["params"])
+  flat = trees.flatten(shapes["params"])
   with pytest.raises(darknet.DarknetFileError, match=r"layer 75 \[convolutional\] 1x1/1 512"):
     darknet.check_layers_match(network, units, lambda path: flat[path].shape)

@@ -92,7 +92,8 @@ def test_the_import_tool_reads_a_torchvision_file_live(tmp_path):
              tmp_path / "resnet50.pth")
   workdir = tmp_path / "resnet50"
   run("import_weights.py", "--from=torchvision:resnet50",
-      f"--weights={tmp_path / 'resnet50.pth'}", f"--config={REPO}/experiments/retinanet.py:resnet50_imagenet", f"--workdir={workdir}")
+      f"--weights={tmp_path / 'resnet50.pth'}",
+      f"--config={REPO}/experiments/retinanet.py:resnet50_imagenet", f"--workdir={workdir}")
   saved, step = checkpoint.restore_arrays(str(workdir), parts=("params",))
   assert step == 0
   np.testing.assert_array_equal(saved["params"]["backbone"]["stage5_block2"]["Conv_2"]["kernel"],

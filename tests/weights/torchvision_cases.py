@@ -11,7 +11,6 @@ sketch of each of C2..C5 (``SKETCH`` fixed random projections of the flattened m
 relative difference of the maps shows in the sketches), the small size's C5 in full too.
 """
 import dataclasses
-import importlib.util
 import pathlib
 
 import jax
@@ -21,12 +20,12 @@ from PIL import Image
 from jaxdet import config as config_lib
 from jaxdet import detectors
 from jaxdet.models import backbones
-from jaxdet.weights import darknet
+from jaxdet.weights import trees
+from tests.weights.recipes import load_config
 from jaxdet.weights import torchvision
 
 HERE = pathlib.Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
-ROOT = HERE.parents[1]
 LEVELS = ("C2", "C3", "C4", "C5")
 SKETCH = 32
 SIZES = (64, 224)          # small, and the full ImageNet input
@@ -58,14 +57,6 @@ def photographs(size):
   return np.stack([(image - mean) / std for image in images])
 
 
-def load_config(spec):
-  path, variant = spec.split(":")
-  module_spec = importlib.util.spec_from_file_location("torchvision_case_recipe", ROOT / path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
 def names_and_state_dict(case):
   """``(names, state dict)``: the case's torchvision name map and its random state dict."""
   config = load_config(case.config)
@@ -73,7 +64,7 @@ def names_and_state_dict(case):
   shapes = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), (64, 64)))
   variable_shapes = {(collection,) + path: leaf.shape
                      for collection in shapes for path, leaf in
-                     darknet.flatten(shapes[collection]).items()}
+                     trees.flatten(shapes[collection]).items()}
   names = torchvision.resnet_names(case.architecture)
   return names, torchvision.random_state_dict(names, variable_shapes, case.seed)
 
@@ -83,12 +74,9 @@ def jaxdet_features(case, state_dict, names, images):
   config = load_config(case.config)
   trunk = backbones.build(config.model.trunk, config.model.backbone, dtype=np.float32,
                           backend="xla", num_classes=config.model.num_classes)
-  variables = {}
-  for path, array in torchvision.to_variables(state_dict, names).items():
-    node = variables
-    for key in (path[0],) + path[2:-1]:                  # drop the "backbone" prefix
-      node = node.setdefault(key, {})
-    node[path[-1]] = array
+  arrays = torchvision.to_variables(state_dict, names)
+  # The trunk alone: its variables without the classifier model's "backbone" level.
+  variables = trees.unflatten({(path[0],) + path[2:]: a for path, a in arrays.items()})
   outputs = jax.jit(trunk.apply)(variables, images)
   return {k: np.asarray(outputs[k]) for k in LEVELS + ("logits",)}
 
