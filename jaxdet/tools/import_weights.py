@@ -1,11 +1,14 @@
 r"""Import published weights into a jaxdet workdir, which ``jaxdet-evaluate``, ``jaxdet-predict``
 and ``--config.train.init_from`` then take as they take a trained run.
 
-torchvision (a ``.pth`` state dict, read without PyTorch; ImageNet ResNets so far):
+torchvision (a ``.pth`` state dict, read without PyTorch; ImageNet ResNets and VGG-16, the
+latter into SSD's reduced base):
 
   python scripts/import_weights.py --from=torchvision:resnet50 \
       --weights=resnet50-0676ba61.pth --config=experiments/retinanet.py:resnet50_imagenet \
       --workdir=runs/resnet50_torchvision
+  python scripts/import_weights.py --from=torchvision:vgg16 --weights=vgg16-397923af.pth \
+      --config=experiments/ssd.py:vgg16_imagenet --workdir=runs/vgg16_torchvision
 
 darknet (a ``.cfg`` and its ``.weights``, whole or partial such as ``darknet53.conv.74``):
 
@@ -43,7 +46,7 @@ from jaxdet.weights import torch_files
 from jaxdet.weights import torchvision
 from jaxdet.weights import trees
 
-TORCHVISION_MODELS = ("resnet18", "resnet50", "resnet101", "resnet152")
+TORCHVISION_MODELS = ("resnet18", "resnet50", "resnet101", "resnet152", "vgg16")
 
 _FROM = flags.DEFINE_string("from", None, "darknet, or torchvision:<architecture> "
                             f"({', '.join(TORCHVISION_MODELS)}).", required=True)
@@ -112,33 +115,59 @@ def import_darknet(config, cfg_path, weights_path):
   return config, detector, arrays, report
 
 
+def torchvision_names(config, architecture):
+  """``(names, dropped)`` of torchvision's ``architecture`` into ``config``'s classifier, which
+  must be the ImageNet classifier recipe of that trunk."""
+  model = config.model
+  if architecture == "vgg16":
+    if model.family != "classifier" or model.trunk != "ssd_vgg16":
+      raise WeightsImportError("torchvision's vgg16 goes into SSD's base: pass "
+                               "--config=experiments/ssd.py:vgg16_imagenet")
+    atrous = model.backbone.get("atrous", True)
+    if model.backbone.fc_width != (1024 if atrous else 4096):
+      raise WeightsImportError(f"base.fc_width={model.backbone.fc_width}: VGG-16's fc6/fc7 give "
+                               f"{1024 if atrous else 4096} channels with base.atrous={atrous}")
+    return torchvision.vgg16_names(atrous), torchvision.VGG16_DROPPED
+  if (model.family != "classifier" or model.trunk != "resnet"
+      or model.backbone.architecture != architecture):
+    raise WeightsImportError(f"torchvision's {architecture} is an ImageNet classifier: pass the "
+                             f"classifier recipe of that trunk (e.g. experiments/retinanet.py:"
+                             f"{architecture}_imagenet)")
+  return torchvision.resnet_names(architecture, prefix=("backbone",)), ()
+
+
 def import_torchvision(config, architecture, weights_path):
   """``(config, detector, variables {path: array}, report dict)`` of a torchvision ImageNet
   classifier's state dict, into the ``classifier`` recipe of the same trunk."""
   from jaxdet import detectors  # pylint: disable=import-outside-toplevel
   if architecture not in TORCHVISION_MODELS:
     raise WeightsImportError(f"--from=torchvision:{architecture}: one of {TORCHVISION_MODELS}")
-  if (config.model.family != "classifier" or config.model.trunk != "resnet"
-      or config.model.backbone.architecture != architecture):
-    raise WeightsImportError(f"torchvision's {architecture} is an ImageNet classifier: pass the "
-                             f"classifier recipe of that trunk (e.g. experiments/retinanet.py:"
-                             f"{architecture}_imagenet)")
+  names, dropped = torchvision_names(config, architecture)
   state_dict = torch_files.load_state_dict(weights_path)
   if "fc.weight" in state_dict:
     config.model.num_classes = int(state_dict["fc.weight"].shape[0])
   config = runtime.prepare(config)
   detector = detectors.build(config.model)
-  names = torchvision.resnet_names(architecture, prefix=("backbone",))
-  arrays = torchvision.to_variables(state_dict, names)
+  arrays = torchvision.to_variables(state_dict, names, dropped)
+  left = sorted({"/".join(path[1:-1]) for path in _model_paths(detector, config)
+                 if path not in arrays})
   report = {"format": f"torchvision:{architecture}", "weights": os.path.abspath(weights_path),
-            "tensors_loaded": len(arrays), "left_at_initialisation": []}
+            "tensors_loaded": len(arrays), "tensors_dropped": list(dropped),
+            "left_at_initialisation": left}
   return config, detector, arrays, report
+
+
+def _model_paths(detector, config):
+  shapes = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0),
+                                                tuple(config.data.image_size)))
+  return [(collection,) + path for collection in shapes
+          for path in trees.flatten(shapes[collection])]
 
 
 def write_workdir(workdir, config, detector, arrays, class_names, report):
   """Saves a step-0 checkpoint of ``config``'s fresh state with ``arrays`` in it."""
   from jaxdet.train import checkpoint  # pylint: disable=import-outside-toplevel
-  from jaxdet.train import loop  # pylint: disable=import-outside-toplevel
+  from jaxdet.train import run_info  # pylint: disable=import-outside-toplevel
   from jaxdet.train import sharding  # pylint: disable=import-outside-toplevel
   from jaxdet.train import state as state_lib  # pylint: disable=import-outside-toplevel
   if checkpoint.committed_steps(workdir):
@@ -149,7 +178,7 @@ def write_workdir(workdir, config, detector, arrays, class_names, report):
   model_state = {name: set_arrays(tree, arrays, name) for name, tree in state.model_state.items()}
   state = state.replace(params=params, model_state=model_state,
                         ema_params=params if state.ema_params else state.ema_params)
-  loop.record_start(config, workdir)
+  run_info.record_start(config, workdir)
   (epath.Path(workdir) / IMPORT_INFO).write_text(json.dumps(report, indent=1))
   mngr = checkpoint.manager(workdir, async_save=False)
   checkpoint.save(mngr, workdir, state, 0, class_names, config)
@@ -184,8 +213,8 @@ def main(argv):
     log.info("imported %d of %d convolutions from %s into %s", report["layers_loaded"],
              report["layers"], _WEIGHTS.value, _WORKDIR.value)
   else:
-    log.info("imported %d tensors from %s into %s", report["tensors_loaded"], _WEIGHTS.value,
-             _WORKDIR.value)
+    log.info("imported %d tensors from %s into %s (not used: %s)", report["tensors_loaded"],
+             _WEIGHTS.value, _WORKDIR.value, ", ".join(report["tensors_dropped"]) or "none")
   if report["left_at_initialisation"]:
     log.info("left at their initialisation: %s", ", ".join(report["left_at_initialisation"]))
   if report.get("batch_norm_channels_not_exact"):

@@ -42,7 +42,7 @@ from jaxdet import plots
 from jaxdet import sweep as sweep_lib
 from jaxdet import tools
 from jaxdet.evaluation import results_files
-from jaxdet.train import loop
+from jaxdet.train import run_info
 
 _CONFIG = flags.DEFINE_string("config", None, "The experiment file that defines the sweep.",
                               required=True)
@@ -131,7 +131,7 @@ def run_training(command, workdir):
   if returncode:
     logging.error("run %s failed (exit status %d); the sweep goes on", workdir, returncode)
     return False
-  if not loop.reached_last_step(workdir):
+  if not run_info.reached_last_step(workdir):
     logging.error("run %s stopped before its last step; rerun the sweep to resume it", workdir)
     return False
   write_json(workdir / DONE, {"command": shlex.join(command), "seconds": seconds})

@@ -1,6 +1,16 @@
 """torchvision's state dicts mapped onto jaxdet's models: which torchvision tensor is which
 jaxdet array, and how it is laid out.
 
+VGG-16 (``torchvision.models.vgg16``, configuration D): ``features.<i>`` are jaxdet's
+``conv1_1`` ... ``conv5_3`` of SSD's base (``jaxdet.models.vgg``). Its fully connected layers
+become SSD's reduced fc6 and fc7 (SSD Sec. 3 "Base network": "we subsample the parameters from
+fc6 and fc7", as DeepLab-LargeFOV decimates them): fc6's ``[4096, 512 x 7 x 7]`` weights keep
+every 4th filter and every 3rd tap in each direction, a ``3x3`` kernel whose dilation (6 on
+the stride-16 map after the 3x3/1 pool5) spans what 3 taps span at stride 32; fc7 keeps every
+4th filter of every 4th input. For the full VGG-16 (``base.atrous=False``) they are reshaped
+into 7x7 and 1x1 convolutions unchanged. fc8 has no place: jaxdet's classifier reads fc7
+globally pooled, so it keeps its initialisation.
+
 ResNet (``torchvision.models.resnet``, v1.5 like jaxdet's: the stride on the 3x3): ``conv1`` /
 ``bn1`` are jaxdet's ``stem_conv`` / ``stem_bn``; block ``j`` of ``layer<i>`` is
 ``stage<i+1>_block<j>``, its ``conv<k>`` / ``bn<k>`` jaxdet's ``Conv_<k-1>`` / ``BatchNorm_<k-1>``
@@ -54,15 +64,45 @@ def resnet_names(architecture, prefix=("backbone",), classifier=True):
   return names
 
 
+# features.<i> of torchvision's VGG-16: the convolutions, stage by stage (max-pools between).
+VGG16_FEATURE_INDEX = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10,
+                       "conv3_2": 12, "conv3_3": 14, "conv4_1": 17, "conv4_2": 19, "conv4_3": 21,
+                       "conv5_1": 24, "conv5_2": 26, "conv5_3": 28}
+VGG16_DROPPED = ("classifier.6.weight", "classifier.6.bias")     # fc8 (module docstring)
+
+
+def vgg16_names(atrous=True, prefix=("features",)):
+  """``{torchvision name: (jaxdet variable path, layout)}`` of VGG-16 into SSD's base
+  (``atrous``: the reduced fc6/fc7, else the full ones)."""
+  names = {}
+  for layer, index in VGG16_FEATURE_INDEX.items():
+    names[f"features.{index}.weight"] = (("params",) + prefix + (layer, "kernel"), "conv")
+    names[f"features.{index}.bias"] = (("params",) + prefix + (layer, "bias"), "copy")
+  reduce = {"fc6": "fc6_reduced", "fc7": "fc7_reduced"} if atrous else {"fc6": "fc6", "fc7": "fc7"}
+  for layer, index in (("fc6", 0), ("fc7", 3)):
+    names[f"classifier.{index}.weight"] = (("params",) + prefix + (layer, "kernel"), reduce[layer])
+    names[f"classifier.{index}.bias"] = (("params",) + prefix + (layer, "bias"),
+                                         "every_4th" if atrous else "copy")
+  return names
+
+
+def _fc6(w):
+  return w.reshape(w.shape[0], 512, 7, 7).transpose(2, 3, 1, 0)
+
+
 LAYOUTS = {"conv": lambda w: w.transpose(2, 3, 1, 0), "linear": lambda w: w.T,
-           "copy": lambda w: w}
+           "copy": lambda w: w, "every_4th": lambda b: b[::4],
+           "fc6": _fc6, "fc6_reduced": lambda w: _fc6(w)[::3, ::3, :, ::4],
+           "fc7": lambda w: w.T[None, None], "fc7_reduced": lambda w: w.T[None, None, ::4, ::4]}
 
 
-def to_variables(state_dict, names):
+def to_variables(state_dict, names, dropped=()):
   """``{jaxdet variable path: array}`` of ``state_dict`` (``{name: numpy array}``) by ``names``
   (e.g. :func:`resnet_names`). Every tensor of the state dict must have a place (the batch norm
-  counters excepted) and every name a tensor: otherwise a :class:`StateDictError` lists them."""
-  unused = [k for k in state_dict if k not in names and not k.endswith(BATCH_NORM_COUNTER)]
+  counters and the ``dropped`` names excepted) and every name a tensor: otherwise a
+  :class:`StateDictError` lists them."""
+  unused = [k for k in state_dict if k not in names and k not in dropped
+            and not k.endswith(BATCH_NORM_COUNTER)]
   missing = [k for k in names if k not in state_dict]
   if unused or missing:
     raise StateDictError(
@@ -81,7 +121,10 @@ def torch_shapes(names, variable_shapes):
   """``{torchvision name: shape}`` that ``names`` expects, from the jaxdet model's
   ``variable_shapes`` (``{path: shape}``): the inverse layouts."""
   inverse = {"conv": lambda s: (s[3], s[2], s[0], s[1]), "linear": lambda s: (s[1], s[0]),
-             "copy": tuple}
+             "copy": tuple, "fc6": lambda s: (s[3], s[2] * s[0] * s[1]),
+             "fc7": lambda s: (s[3], s[2]), "every_4th": lambda s: (4 * s[0],),
+             "fc6_reduced": lambda s: (4 * s[3], s[2] * 49),
+             "fc7_reduced": lambda s: (4 * s[3], 4 * s[2])}
   return {name: tuple(int(d) for d in inverse[layout](variable_shapes[path]))
           for name, (path, layout) in names.items()}
 
@@ -100,6 +143,8 @@ def random_state_dict(names, variable_shapes, seed):
     layout = names[name][1]
     if layout == "conv":
       value = rng.normal(0, np.sqrt(2 / np.prod(shape[1:])), shape)
+    elif layout.startswith(("fc6", "fc7")):
+      value = rng.normal(0, np.sqrt(2 / shape[1]), shape)
     elif layout == "linear":
       value = rng.normal(0, 0.01, shape)
     elif kind == "running_var":

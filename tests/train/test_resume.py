@@ -15,6 +15,7 @@ from jaxdet.evaluation import results_files
 from jaxdet.runtime import REPO_ROOT as REPO
 from jaxdet.train import checkpoint
 from jaxdet.train import loop
+from jaxdet.train import run_info
 from tests.train.helpers import tiny_config
 
 TOTAL = 24
@@ -103,7 +104,7 @@ def started_run(workdir, total_steps, metrics=("coco",)):
   """A workdir as a run of ``total_steps`` leaves it at its start: run_info.json only."""
   os.makedirs(workdir)
   config = {"train": {"total_steps": total_steps}, "eval": {"metrics": list(metrics)}}
-  with open(os.path.join(workdir, loop.RUN_INFO), "w", encoding="utf-8") as f:
+  with open(os.path.join(workdir, run_info.RUN_INFO), "w", encoding="utf-8") as f:
     json.dump([{"config": config}], f)
 
 
@@ -112,18 +113,18 @@ def test_a_run_has_finished_when_it_committed_its_last_step_and_evaluated_there(
   started_run(workdir, 4)
   os.makedirs(os.path.join(checkpoint.checkpoint_dir(workdir), "2"))  # stopped by a signal
   start = time.time()
-  assert not loop.reached_last_step(workdir, wait_s=30)
+  assert not run_info.reached_last_step(workdir, wait_s=30)
   assert time.time() - start < 5                    # a stopped run is not waited for
   os.makedirs(os.path.join(checkpoint.checkpoint_dir(workdir), "4"))
-  assert not loop.reached_last_step(workdir, wait_s=0.2, poll_s=0.05)   # no evaluation came
+  assert not run_info.reached_last_step(workdir, wait_s=0.2, poll_s=0.05)   # no evaluation came
   results_files.path(workdir, 4).write_text('{"coco/AP": ')               # being written
-  assert not loop.reached_last_step(workdir, wait_s=0.2, poll_s=0.05)
+  assert not run_info.reached_last_step(workdir, wait_s=0.2, poll_s=0.05)
   # Process 0 writes the evaluation after the other hosts have exited: it is awaited.
   writer = threading.Timer(0.3, lambda: results_files.write(workdir, 4, {"coco/AP": 0.1}))
   writer.start()
-  assert loop.reached_last_step(workdir, wait_s=30, poll_s=0.05)
+  assert run_info.reached_last_step(workdir, wait_s=30, poll_s=0.05)
   writer.join()
   no_metrics = str(tmp_path / "no_metrics")
   started_run(no_metrics, 0, metrics=())
-  assert loop.reached_last_step(no_metrics, wait_s=0)
-  assert not loop.reached_last_step(str(tmp_path / "never_started"), wait_s=0)
+  assert run_info.reached_last_step(no_metrics, wait_s=0)
+  assert not run_info.reached_last_step(str(tmp_path / "never_started"), wait_s=0)

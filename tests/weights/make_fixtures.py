@@ -40,7 +40,7 @@ def torchvision_reference(case):
   for size in torchvision_cases.SIZES:
     features = torchvision_cases.torchvision_features(case, state_dict,
                                                       torchvision_cases.photographs(size))
-    arrays.update(torchvision_cases.summary(features, size))
+    arrays.update(torchvision_cases.summary(case, features, size))
   return arrays
 
 
