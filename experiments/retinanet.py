@@ -12,6 +12,10 @@ Variants:
                     (the paper: shorter side 800) and padded, the static-shape form of TF Model
                     Garden's RetinaNet.
   r101_fpn_coco_1x  the same with ResNet-101.
+  finetune          ResNet-50-FPN at 640 on your data (``--coco_json_dir``) from
+                    ``--config.train.init_from`` (an imported or trained ResNet-50 or
+                    RetinaNet): 12 epochs, lr 0.01 divided by 10 at epochs 8 and 11
+                    (``config.finetune_recipe``).
   resnet50_imagenet   the ImageNet ResNet-50 the paper starts from (Sec. 4 "Initialization"; He
                       et al. 2016 Sec. 3.4), as a classifier whose weights carry RetinaNet's
                       names: batch 256, SGD momentum 0.9, lr 0.1 divided by 10 at epochs 30 and
@@ -130,6 +134,11 @@ def get_config(variant="tiny_digits"):
     c = coco_1x("resnet50")
   elif variant == "r101_fpn_coco_1x":
     c = coco_1x("resnet101")
+  elif variant == "finetune":
+    # Detectron's 1x schedule in epochs (about 12 over COCO), at a 640 input.
+    c = config_lib.finetune_recipe(coco_1x("resnet50"), epochs=12, decay_epochs=(8, 11),
+                                   base_lr=0.01, warmup_steps=500)
+    c.data.image_size = (640, 640)
   elif variant in ("resnet50_imagenet", "resnet101_imagenet"):
     c = resnet_imagenet(variant.split("_")[0])
   elif variant == "pretrain_digits":

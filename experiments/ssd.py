@@ -17,6 +17,9 @@ Variants:
                the paper's default-box formula; trains on a 2-core CPU (README "What was
                measured").
   tiny_test    the smallest model, for tests and smoke runs.
+  finetune     SSD300 on your data (``--coco_json_dir``) from ``--config.train.init_from`` (an
+               imported VGG-16 or a trained SSD): ssd_pascal.py's schedule in epochs, 155 with
+               lr 1e-3 divided by 10 at 116 and 136 (``config.finetune_recipe``).
   vgg16_imagenet  the ImageNet VGG-16 the paper starts from (Sec. 3 "Base network"), trained
                directly in SSD's reduced form (atrous fc6, fc7 as 1x1 convolution, then global
                average pooling and the classifier) with Simonyan & Zisserman's Sec. 3.1 recipe:
@@ -191,6 +194,10 @@ def get_config(variant="tiny_digits"):
   if variant in ("ssd300_voc", "ssd512_voc", "ssd300_coco", "ssd512_coco"):
     size, dataset = variant[3:].split("_")
     c = paper_recipe(int(size), dataset)
+  elif variant == "finetune":
+    # ssd_pascal.py's schedule in epochs (80k iterations at batch 32 over VOC07+12's 16.5k).
+    c = config_lib.finetune_recipe(paper_recipe(300, "voc"), epochs=155, decay_epochs=(
+        116, 136), base_lr=1e-3, warmup_steps=500)
   elif variant == "vgg16_imagenet":
     c = vgg16_imagenet()
   elif variant == "pretrain_test":

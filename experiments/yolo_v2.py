@@ -15,6 +15,10 @@ Variants:
   tiny_digits     a narrow Darknet-19 on the shipped ``digit_scenes`` at 128x128 (multi-scale
                   96-160); trains on a 2-core CPU (README "What was measured").
   tiny_test       the smallest model, for tests and smoke runs.
+  finetune        yolov2_voc_416 on your data (``--coco_json_dir``) from
+                  ``--config.train.init_from`` (an imported darknet19_448.conv.23 or
+                  yolov2-voc.weights): darknet's RGB / 255 input, the cfg's schedule in epochs
+                  (310, lr 1e-3 divided by 10 at 155 and 232; ``config.finetune_recipe``).
   darknet19_imagenet      Darknet-19's ImageNet pretraining (Sec. 3 "Training for
                   classification"): 160 epochs at 224x224, SGD lr 0.1 with polynomial decay of
                   power 4, weight decay 5e-4, momentum 0.9 (Table 6's classifier: 1x1
@@ -177,6 +181,13 @@ def get_config(variant="tiny_digits"):
   if variant in ("yolov2_voc_416", "yolov2_voc_544", "yolov2_coco_608"):
     _, dataset, size = variant.split("_")
     c = paper_recipe(dataset, int(size))
+  elif variant == "finetune":
+    # yolov2-voc.cfg's schedule in epochs (80,200 batches of 64 over VOC07+12's 16.5k), darknet's
+    # RGB / 255 input for darknet's weights (darknet19_448.conv.23, yolov2-voc.weights).
+    c = config_lib.finetune_recipe(paper_recipe("voc", 416), epochs=310, decay_epochs=(
+        155, 232), base_lr=1e-3, warmup_steps=1000, warmup="burn_in")
+    c.data.pixel_mean = config_lib.DARKNET_PIXEL_MEAN
+    c.data.pixel_std = config_lib.DARKNET_PIXEL_STD
   elif variant in ("darknet19_imagenet", "darknet19_imagenet_448"):
     c = darknet19_imagenet(448 if variant.endswith("448") else 224)
   elif variant == "tiny_digits":

@@ -13,6 +13,10 @@ Variants:
                    128x128 on the shipped ``digit_scenes``, with k-means priors of its digits;
                    trains on a 2-core CPU.
   tiny_test        the smallest model, for tests and smoke runs.
+  finetune         yolov3_416_coco on your data (``--coco_json_dir``) from
+                   ``--config.train.init_from`` (an imported darknet53.conv.74 or yolov3.weights):
+                   darknet's RGB / 255 input, the cfg's schedule in epochs (273, lr 1e-3 divided
+                   by 10 at 218 and 245; ``config.finetune_recipe``).
   darknet53_imagenet  Darknet-53's ImageNet pretraining (cfg/darknet53.cfg, see
                    darknet53_imagenet()).
 
@@ -140,6 +144,13 @@ def darknet53_imagenet():
 def get_config(variant="tiny_digits"):
   if variant in ("yolov3_320_coco", "yolov3_416_coco", "yolov3_608_coco"):
     c = paper_recipe(int(variant.split("_")[1]))
+  elif variant == "finetune":
+    # yolov3.cfg's schedule in epochs (500,200 batches of 64 over COCO's 117k), darknet's
+    # RGB / 255 input for darknet's weights (darknet53.conv.74, yolov3.weights).
+    c = config_lib.finetune_recipe(paper_recipe(416), epochs=273, decay_epochs=(218, 245),
+                                   base_lr=1e-3, warmup_steps=1000, warmup="burn_in")
+    c.data.pixel_mean = config_lib.DARKNET_PIXEL_MEAN
+    c.data.pixel_std = config_lib.DARKNET_PIXEL_STD
   elif variant == "darknet53_imagenet":
     c = darknet53_imagenet()
   elif variant == "tiny_digits":

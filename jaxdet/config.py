@@ -43,6 +43,7 @@ def base_config():
   c.data.max_boxes = 100                       # ground-truth budget M per image
   c.data.random_flip = True
   c.data.keep_aspect_ratio = True              # False: warp to image_size (SSD, YOLO)
+  c.data.eval_letterbox = False                # True: evaluate on darknet's centred letterbox
   c.data.pixel_mean = PIXEL_MEAN               # input = (RGB 0-255 - pixel_mean) / pixel_std
   c.data.pixel_std = PIXEL_STD
   c.data.augment = augmentation("")            # none; see augmentation()
@@ -53,6 +54,7 @@ def base_config():
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16                      # global, over all devices and hosts
   c.train.total_steps = 1000
+  c.train.epochs = 0.0                         # > 0: total_steps from the training set's size
   c.train.log_every = 50
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
@@ -200,6 +202,43 @@ def imagenet_step_recipe(model, epochs, base_lr, decay_epochs, weight_decay):
   return c
 
 
+def finetune_recipe(c, epochs, decay_epochs, base_lr, warmup_steps, warmup="linear"):
+  """``c`` (a paper recipe) as a fine-tuning run on a user's data: ``epochs`` over the training
+  set with the learning rate divided by 10 at ``decay_epochs``, both turned into steps from the
+  set's size when the run starts (:func:`steps_from_epochs`), after ``warmup_steps`` of warmup.
+  Point it at the data with the training tool's ``--coco_json_dir`` (classes from the data) and
+  at the starting weights with ``--config.train.init_from``: an imported or trained backbone or
+  detector; layers whose shapes differ, such as the classes of another dataset, start fresh."""
+  c.train.epochs = float(epochs)
+  c.train.schedule.base_lr = base_lr
+  c.train.schedule.warmup_steps = warmup_steps
+  c.train.schedule.warmup = warmup
+  c.train.schedule.decay_epochs = tuple(float(e) for e in decay_epochs)
+  c.train.checkpoint_every = 1000
+  return c
+
+
+def steps_from_epochs(config, num_examples):
+  """``config`` with ``train.total_steps`` = ``train.epochs`` passes over ``num_examples``
+  training images at ``train.batch_size``, and the schedule's ``decay_steps`` from its
+  ``decay_epochs`` (when given) alike, rounded to whole steps: recipes for a user's own data,
+  whose size only the run knows. Unchanged when ``train.epochs`` is 0."""
+  epochs = config.train.get("epochs", 0.0)
+  decay_epochs = tuple(config.train.schedule.get("decay_epochs", ()))
+  if not epochs:
+    if decay_epochs:
+      raise errors.InvalidSetupError("train.schedule.decay_epochs needs train.epochs")
+    return config
+  if num_examples <= 0:
+    raise errors.InvalidSetupError("train.epochs needs a training set with images")
+  steps_per_epoch = num_examples / config.train.batch_size
+  config = config.copy_and_resolve_references()
+  config.train.total_steps = max(1, round(epochs * steps_per_epoch))
+  if decay_epochs:
+    config.train.schedule.decay_steps = tuple(round(e * steps_per_epoch) for e in decay_epochs)
+  return config
+
+
 def validate(config):
   """Refuses, with one line per problem, values that no run can use. ``total_steps = 0`` is
   allowed: it evaluates the initial model."""
@@ -212,6 +251,8 @@ def validate(config):
                ("eval.batch_size", config.eval.batch_size),
                ("data.max_boxes", config.data.max_boxes))
               if not value > 0]
+  if train.get("epochs", 0.0) < 0:
+    problems.append(f"config.train.epochs = {train.epochs} must not be negative")
   if train.total_steps < 0:
     problems.append(f"config.train.total_steps = {train.total_steps} must not be negative")
   if train.eval_every < 0:

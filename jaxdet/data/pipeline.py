@@ -244,9 +244,11 @@ def train_dataset(source, data_config, *, num_classes, global_batch_size, start_
 def eval_dataset(source, data_config, *, batch_size, issues, process_index=0, process_count=1):
   """One pass over ``source`` in order, padded to whole batches.
 
-  Yields ``image``, ``image_id``, ``scale [2]`` (input pixels per original pixel, (y, x)) and
-  ``skip``: padding, or an undecodable image (counted), to leave out of the evaluation, as the
-  MLPerf reference pads its eval set. Ground truth is read from the source by the evaluator.
+  Yields ``image``, ``image_id``, ``scale [2]`` (input pixels per original pixel, (y, x)),
+  ``offset [2]`` (where the image starts in the input, (y, x): 0 but with
+  ``data.eval_letterbox``, darknet's centred letterbox) and ``skip``: padding, or an
+  undecodable image (counted), to leave out of the evaluation, as the MLPerf reference pads its
+  eval set. Ground truth is read from the source by the evaluator.
   """
   if batch_size % process_count:
     raise ValueError(f"eval batch {batch_size} not divisible by {process_count} hosts")
@@ -260,10 +262,15 @@ def eval_dataset(source, data_config, *, batch_size, issues, process_index=0, pr
     image, image_id, skip = tf.numpy_function(loader.eval_example, [tf.minimum(i, n - 1), i >= n],
                                               [tf.uint8, tf.int64, tf.bool], stateful=False)
     image = tf.ensure_shape(image, [None, None, 3])
-    image, _, scale = transforms.resize_and_pad(normalize(image, data_config), tf.zeros([0, 4]),
-                                                height, width, data_config.keep_aspect_ratio)
+    if data_config.get("eval_letterbox", False):
+      image, scale, offset = transforms.letterbox(image, height, width)
+      image = normalize(image, data_config)
+    else:
+      image, _, scale = transforms.resize_and_pad(normalize(image, data_config), tf.zeros([0, 4]),
+                                                  height, width, data_config.keep_aspect_ratio)
+      offset = tf.zeros([2])
     return {"image": image, "image_id": tf.ensure_shape(image_id, []),
-            "scale": scale, "skip": tf.ensure_shape(skip, [])}
+            "scale": scale, "offset": offset, "skip": tf.ensure_shape(skip, [])}
 
   ds = tf.data.Dataset.range(total)
   ds = ds.filter(lambda i: (i // local) % process_count == process_index)

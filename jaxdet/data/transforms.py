@@ -13,6 +13,30 @@ def random_horizontal_flip(image, boxes, seed):
           tf.cond(flip, lambda: flipped_boxes, lambda: boxes))
 
 
+LETTERBOX_FILL = 127.5        # darknet's canvas, 0.5 of full scale, in 0-255 units
+
+
+def letterbox(image, height, width):
+  """darknet's ``letterbox_image`` (src/image.c) in tf: the image scaled to fit ``height x
+  width`` keeping its aspect ratio, the new size in whole pixels as darknet's integer arithmetic
+  gives it, by corner-aligned bilinear interpolation (darknet's ``resize_image``), centred on a
+  grey canvas (0.5). Returns ``(image [height, width, C] float32, scale [2], offset [2])``:
+  ``scale = (s_y, s_x)`` input pixels per original pixel, ``offset = (top, left)`` in input
+  pixels."""
+  size = tf.shape(image)[:2]
+  in_h, in_w = size[0], size[1]
+  fits_width = width * in_h < height * in_w          # width / in_w < height / in_h
+  new_h = tf.where(fits_width, in_h * width // in_w, height)
+  new_w = tf.where(fits_width, width, in_w * height // in_h)
+  resized = tf.compat.v1.image.resize_bilinear(tf.cast(image, tf.float32)[None],
+                                               tf.stack([new_h, new_w]), align_corners=True)[0]
+  top, left = (height - new_h) // 2, (width - new_w) // 2
+  boxed = tf.pad(resized - LETTERBOX_FILL, [[top, height - new_h - top],
+                                            [left, width - new_w - left], [0, 0]])
+  scale = tf.cast(tf.stack([new_h, new_w]), tf.float32) / tf.cast(size, tf.float32)
+  return boxed + LETTERBOX_FILL, scale, tf.cast(tf.stack([top, left]), tf.float32)
+
+
 def resize_and_pad(image, boxes, height, width, keep_aspect_ratio=True):
   """Fits the image to ``height x width`` and scales the boxes alike.
 

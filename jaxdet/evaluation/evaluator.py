@@ -56,21 +56,24 @@ def check_left_out(names, boxes, total, allow):
   return f"WARNING: NOT THE FULL EVALUATION SET: {what}; they are left out of every number below."
 
 
-def to_original_pixels(boxes, scale, height, width):
-  """Input-pixel boxes -> original-image pixels (``scale = (s_y, s_x)``), clipped to the image."""
-  boxes = boxes / np.array([scale[1], scale[0], scale[1], scale[0]])
+def to_original_pixels(boxes, scale, height, width, offset=(0.0, 0.0)):
+  """Input-pixel boxes -> original-image pixels (``scale = (s_y, s_x)``, the image placed at
+  ``offset = (top, left)`` of the input), clipped to the image."""
+  boxes = (boxes - np.array([offset[1], offset[0], offset[1], offset[0]])) / np.array(
+      [scale[1], scale[0], scale[1], scale[0]])
   return np.clip(boxes, 0.0, [width, height, width, height])
 
 
 def detect_all(predict, source, config, issues):
   """Detections of every image of ``source``, on every host: stacked numpy arrays ``boxes``
   (input pixels), ``scores``, ``classes``, ``valid`` and the images' ``image_id``, ``scale``,
-  ``skip``. Each host detects its share of the images with ``predict`` (``images -> fetch()``,
-  e.g. ``jaxdet.train.state.predict_fn``); the shares are then gathered."""
+  ``offset``, ``skip``. Each host detects its share of the images with ``predict`` (``images ->
+  fetch()``, e.g. ``jaxdet.train.state.predict_fn``); the shares are then gathered."""
   dataset = pipeline.eval_dataset(source, config.data, batch_size=config.eval.batch_size,
                                   issues=issues, process_index=jax.process_index(),
                                   process_count=jax.process_count())
-  pending = [(predict(batch["image"]), {k: batch[k] for k in ("image_id", "scale", "skip")})
+  pending = [(predict(batch["image"]),
+              {k: batch[k] for k in ("image_id", "scale", "offset", "skip")})
              for batch in dataset.as_numpy_iterator()]   # all dispatched, then fetched
   parts = [{**fetch(), **meta} for fetch, meta in pending]
   stacked = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -93,7 +96,7 @@ def to_detections(stacked, gts):
     gt = gts[image_id]
     detections[image_id] = dict(
         boxes=to_original_pixels(stacked["boxes"][i][keep], stacked["scale"][i], gt["height"],
-                                 gt["width"]),
+                                 gt["width"], stacked["offset"][i]),
         scores=stacked["scores"][i][keep], labels=stacked["classes"][i][keep])
   return detections
 

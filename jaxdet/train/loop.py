@@ -154,6 +154,20 @@ def load_sources(config):
   return train, classification
 
 
+def with_steps_from_epochs(config):
+  """``config`` with its steps from ``train.epochs`` (``config.steps_from_epochs``) over the
+  training set, logged; unchanged without epochs."""
+  if not config.train.get("epochs", 0.0):
+    return config_lib.steps_from_epochs(config, 0)
+  train, classification = load_sources(config)
+  size = len(train or classification)
+  resolved = config_lib.steps_from_epochs(config, size)
+  log.info("%g epochs of %d images at batch %d: %d steps (learning rate decays at %s)",
+           config.train.epochs, size, config.train.batch_size, resolved.train.total_steps,
+           tuple(resolved.train.schedule.get("decay_steps", ())))
+  return resolved
+
+
 def check_box_budget(source, max_boxes):
   """Refuses a training set with an image of more boxes than ``data.max_boxes``: the extra
   ones would be dropped and their objects trained on as background. Sources whose annotations
@@ -278,6 +292,7 @@ def train(config, workdir, devices=None):
   resuming from its latest intact checkpoint. One run per workdir (a lock file). Returns a
   :class:`TrainResult`."""
   config_lib.validate(config)
+  config = with_steps_from_epochs(config)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   with workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0):
     if jax.process_index() == 0:

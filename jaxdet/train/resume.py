@@ -54,7 +54,8 @@ ADDED_KEYS = {"model.fpn_top_down": True, "model.fpn_lateral": True,
               "model.loss.objectness_positive_iou": 0.0, "model.base.atrous": True,
               "model.reorg": "space_to_depth",
               "data.pixel_mean": list(config_lib.PIXEL_MEAN),
-              "data.pixel_std": list(config_lib.PIXEL_STD)}
+              "data.pixel_std": list(config_lib.PIXEL_STD), "train.epochs": 0.0,
+              "data.eval_letterbox": False}
 
 
 def added_at_its_old_behaviour(change):

@@ -402,8 +402,8 @@ def _passthrough_width(network):
 
 def configure(config, network):
   """Sets in ``config`` (a recipe of the cfg's family) what the cfg determines: input size,
-  pixel scaling (RGB / 255), classes, priors, and for YOLOv2 the passthrough's width and
-  darknet's reorg; the rest of the network is checked against the cfg by
+  pixel scaling (RGB / 255), darknet's letterboxed evaluation, classes, priors, and for YOLOv2
+  the passthrough's width and darknet's reorg; the rest of the network is checked against the cfg by
   :func:`check_layers_match` once the model is built."""
   family = family_of(network)
   if config.model.family != family:
@@ -414,6 +414,7 @@ def configure(config, network):
     config.data.image_size = (height, width)
   config.data.pixel_mean = (0.0, 0.0, 0.0)          # darknet feeds RGB / 255
   config.data.pixel_std = (255.0, 255.0, 255.0)
+  config.data.eval_letterbox = family != "classifier"  # darknet's `detector valid` letterboxes
   model = config.model
   if family == "yolo_v3":
     outputs = network.of_kind("yolo")

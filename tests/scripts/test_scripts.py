@@ -14,9 +14,7 @@ from jaxdet.train import loop
 from tests.train.helpers import tiny_config
 
 TINY = os.path.join(REPO, "experiments", "retinanet.py") + ":tiny_test"
-TINY_SSD = os.path.join(REPO, "experiments", "ssd.py") + ":tiny_test"
-TINY_YOLO = {family: os.path.join(REPO, "experiments", f"{family}.py") + ":tiny_test"
-             for family in ("yolo_v1", "yolo_v2", "yolo_v3")}
+TINY_YOLO_V3 = os.path.join(REPO, "experiments", "yolo_v3.py") + ":tiny_test"
 
 
 def run(script, *args, env=None, check=True):
@@ -83,8 +81,9 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path):
   assert not checkpoints.exists() or not os.listdir(checkpoints)
 
 
-@pytest.mark.parametrize("config", [TINY, TINY_SSD, *TINY_YOLO.values()],
-                         ids=["retinanet", "ssd", *TINY_YOLO])
+# RetinaNet (every part) and YOLOv3 (another head and loss): the benchmark reaches each family
+# through the Detector interface alone, so two families show it imports no TensorFlow.
+@pytest.mark.parametrize("config", [TINY, TINY_YOLO_V3], ids=["retinanet", "yolo_v3"])
 def test_benchmark_runs_without_tensorflow(tmp_path, config):
   fake = tmp_path / "no_tf" / "tensorflow"
   fake.mkdir(parents=True)

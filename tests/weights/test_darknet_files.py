@@ -178,7 +178,7 @@ def test_the_cfg_sets_classes_priors_and_the_passthrough():
   assert v3.model.num_classes == 80 and v3.model.loss.ignore_threshold == 0.7
   assert v3.model.priors_per_level == ((0, 1, 2), (3, 4, 5), (6, 7, 8))
   assert v3.model.priors[0] == (10.0, 13.0) and v3.model.priors[-1] == (373.0, 326.0)
-  assert tuple(v3.data.pixel_std) == (255.0,) * 3
+  assert tuple(v3.data.pixel_std) == (255.0,) * 3 and v3.data.eval_letterbox
   assert tuple(v3.data.image_size) == (608, 608)        # the cfg's testing size
   v2 = darknet.configure(load_config("experiments/yolo_v2.py:yolov2_voc_416"),
                          cfg("yolov2-voc.cfg"))
@@ -230,3 +230,21 @@ def test_a_cfg_of_another_network_is_refused_naming_the_layer():
   flat = trees.flatten(shapes["params"])
   with pytest.raises(darknet.DarknetFileError, match=r"layer 75 \[convolutional\] 1x1/1 512"):
     darknet.check_layers_match(network, units, lambda path: flat[path].shape)
+
+
+def test_the_evaluation_letterbox_is_darknets():
+  """The pipeline's ``transforms.letterbox`` (tf, 0-255) against the numpy port of darknet's
+  (0-1), and its scale and offset by hand: 37x53 into 64x64 keeps the width, 37 * 64 // 53 = 44
+  rows, (64 - 44) // 2 = 10 on top."""
+  from jaxdet.data import transforms  # pylint: disable=import-outside-toplevel
+  from jaxdet.evaluation import evaluator  # pylint: disable=import-outside-toplevel
+  image = np.random.default_rng(2).integers(0, 256, (37, 53, 3)).astype(np.uint8)
+  boxed, scale, offset = (np.asarray(t) for t in transforms.letterbox(image, 64, 64))
+  expected, (top, left), (new_h, new_w) = darknet.letterbox(image / np.float32(255), 64, 64)
+  assert (top, left, new_h, new_w) == (10, 0, 44, 64)
+  np.testing.assert_allclose(boxed / 255, expected, atol=2e-6)
+  np.testing.assert_allclose(scale, (44 / 37, 64 / 53))
+  np.testing.assert_array_equal(offset, (10, 0))
+  # A box of the input maps back: x / (64/53), (y - 10) / (44/37).
+  back = evaluator.to_original_pixels(np.array([[0.0, 10.0, 32.0, 32.0]]), scale, 37, 53, offset)
+  np.testing.assert_allclose(back, [[0.0, 0.0, 32 * 53 / 64, 22 * 37 / 44]], rtol=1e-6)
