@@ -35,3 +35,19 @@ def scenes_dir(tmp_path_factory):
   """A tiny COCO-json folder (train 16 / val 8 images of 48x64, 3 classes)."""
   from tests import fake_data  # pylint: disable=import-outside-toplevel
   return fake_data.write_coco_json_folder(tmp_path_factory.mktemp("coco_json"))
+
+
+# The files that take longest, first: with one file per worker at a time (pyproject's --dist
+# loadfile), a long file started last would leave the other workers idle at the end.
+SLOWEST_FIRST = ("tests/multihost/", "tests/scripts/test_sweep_tool.py",
+                 "tests/scripts/test_scripts.py", "tests/train/test_reliability.py",
+                 "tests/train/test_resume.py", "tests/weights/test_import_tool.py",
+                 "tests/train/test_frozen.py", "tests/train/test_sharding.py")
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    path = item.nodeid
+    return next((i for i, prefix in enumerate(SLOWEST_FIRST) if path.startswith(prefix)),
+                len(SLOWEST_FIRST))
+  items.sort(key=rank)       # stable: each file's tests stay together and in order

@@ -86,6 +86,9 @@ def set_arrays(tree, arrays, collection):
   for path, array in arrays.items():
     if path[0] != collection:
       continue
+    if path[1:] not in flat:
+      raise WeightsImportError(f"{'/'.join(path)}: the model has no such array; is the recipe "
+                               "the network the weights belong to?")
     old = flat[path[1:]]
     if tuple(old.shape) != tuple(array.shape):
       raise WeightsImportError(f"{'/'.join(path)}: shape {array.shape} for the model's {old.shape}")
@@ -94,7 +97,8 @@ def set_arrays(tree, arrays, collection):
 
 
 def import_darknet(config, cfg_path, weights_path):
-  """``(config, variables {path: array}, report dict)`` of a darknet cfg and weights file."""
+  """``(config, detector, variables {path: array}, report dict)`` of a darknet cfg and weights
+  file."""
   from jaxdet import detectors  # pylint: disable=import-outside-toplevel
   network = darknet.read_cfg(cfg_path)
   config = runtime.prepare(darknet.configure(config, network))
@@ -174,6 +178,10 @@ def write_workdir(workdir, config, detector, arrays, class_names, report):
     raise WeightsImportError(f"{workdir} already holds checkpoints; import into a new workdir")
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   state, _, _ = state_lib.build_state(detector, config, sharding.make_mesh())
+  unknown = {path[0] for path in arrays} - {"params", *state.model_state}
+  if unknown:
+    raise WeightsImportError(f"the model has no {', '.join(sorted(unknown))}: is the recipe the "
+                             "network the weights belong to?")
   params = set_arrays(state.params, arrays, "params")
   model_state = {name: set_arrays(tree, arrays, name) for name, tree in state.model_state.items()}
   state = state.replace(params=params, model_state=model_state,
