@@ -103,12 +103,8 @@ def import_darknet(config, cfg_path, weights_path):
   network = darknet.read_cfg(cfg_path)
   config = runtime.prepare(darknet.configure(config, network))
   detector = detectors.build(config.model)
-  shapes = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0),
-                                                tuple(config.data.image_size)))
-  units = darknet.conv_units(shapes["params"],
-                             darknet.conv_call_order(detector.model, config.data.image_size))
-  flat_shapes = trees.flatten(shapes["params"])
-  darknet.check_layers_match(network, units, lambda path: flat_shapes[path].shape)
+  units, shapes = darknet.model_convs(detector.model, config.data.image_size)
+  darknet.check_layers_match(network, units, shapes["params"])
   header, convs = darknet.read_weights(weights_path, network)
   arrays, clipped = darknet.to_variables(convs, units, flax_epsilon=1e-5)
   report = {"format": "darknet", "cfg": os.path.abspath(cfg_path),

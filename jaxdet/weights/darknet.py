@@ -292,10 +292,11 @@ class ConvUnit:
   bn_var: tuple = None
 
 
-def conv_call_order(model, input_shape):
-  """The paths (``("backbone", "stem", "conv")``) of ``model``'s ``nn.Conv`` modules in the order
-  its forward pass on a ``[1, *input_shape, 3]`` input calls them: darknet's layer order for the
-  models that follow a cfg (Darknet-19, Darknet-53, YOLOv2, YOLOv3). Nothing is computed."""
+def model_convs(model, input_shape):
+  """``(units, shapes)`` of ``model`` (a Flax module taking ``[1, *input_shape, 3]`` images)
+  from one abstract ``init``, nothing computed: the :class:`ConvUnit` of each ``nn.Conv`` in
+  the order the forward pass calls them (darknet's layer order for the models that follow a
+  cfg: Darknet-19, Darknet-53, YOLOv2, YOLOv3), and the variables' shapes."""
   order = []
 
   def record(call, args, kwargs, context):
@@ -306,13 +307,13 @@ def conv_call_order(model, input_shape):
     return call(*args, **kwargs)
 
   with nn.intercept_methods(record):
-    jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                      jnp.zeros((1, *input_shape, 3), jnp.float32)))
-  return order
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                               jnp.zeros((1, *input_shape, 3), jnp.float32)))
+  return conv_units(shapes["params"], order), shapes
 
 
 def conv_units(params, conv_paths):
-  """The :class:`ConvUnit` of each convolution in ``conv_paths`` (:func:`conv_call_order`) in
+  """The :class:`ConvUnit` of each convolution in ``conv_paths`` (:func:`model_convs`) in
   ``params`` (a model's nested parameters); a ``darknet.ConvBNLeaky`` is ``{conv: {kernel},
   bn: {scale, bias}}``, its statistics at the same path in ``batch_stats``."""
   flat = trees.flatten(params)
@@ -330,10 +331,11 @@ def conv_units(params, conv_paths):
   return units
 
 
-def check_layers_match(network, units, shape_of):
+def check_layers_match(network, units, params):
   """Raises :class:`DarknetFileError` naming the first convolution where the cfg and the jaxdet
   model disagree (kernel size, channels in or out, batch norm), or a different number of them.
-  ``shape_of(path)``: the shape of a parameter of the model."""
+  ``params``: the model's parameters (or their shapes)."""
+  flat = trees.flatten(params)
   layers = conv_shapes(network)
   if len(layers) != len(units):
     raise DarknetFileError(f"the cfg has {len(layers)} convolutional layers, the jaxdet model "
@@ -341,7 +343,7 @@ def check_layers_match(network, units, shape_of):
   for (layer, shapes), unit in zip(layers, units):
     n, c, k, _ = shapes["kernel"]
     expected = (k, k, c, n)
-    found = tuple(shape_of(unit.kernel))
+    found = tuple(flat[unit.kernel].shape)
     has_bn = "scales" in shapes
     if (found != expected or has_bn != (unit.bn_scale is not None)
         or (not has_bn and unit.bias is None)):

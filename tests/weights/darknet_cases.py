@@ -82,11 +82,8 @@ def jaxdet_model(case, size, weights_path):
   network = darknet.parse_cfg(cfg_text(case, size))
   config = darknet.configure(load_config(case.config), network)
   detector = detectors.build(config.model)
-  shapes = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), (size, size)))
-  units = darknet.conv_units(shapes["params"],
-                             darknet.conv_call_order(detector.model, (size, size)))
-  flat = trees.flatten(shapes["params"])
-  darknet.check_layers_match(network, units, lambda path: flat[path].shape)
+  units, shapes = darknet.model_convs(detector.model, (size, size))
+  darknet.check_layers_match(network, units, shapes["params"])
   _, convs = darknet.read_weights(weights_path, network)
   arrays, _ = darknet.to_variables(convs, units, flax_epsilon=1e-5)
   return detector, trees.unflatten({path: jnp.asarray(a) for path, a in arrays.items()})

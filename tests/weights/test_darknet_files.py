@@ -2,7 +2,6 @@
 written byte by byte here, and loop ports of darknet's C."""
 import struct
 
-import jax
 import numpy as np
 import pytest
 
@@ -190,11 +189,7 @@ def test_the_cfg_sets_classes_priors_and_the_passthrough():
 
 
 def model_units(config, size):
-  detector = detectors.build(config.model)
-  shapes = jax.eval_shape(lambda: detector.init(jax.random.PRNGKey(0), (size, size)))
-  units = darknet.conv_units(shapes["params"],
-                             darknet.conv_call_order(detector.model, (size, size)))
-  return units, shapes
+  return darknet.model_convs(detectors.build(config.model).model, (size, size))
 
 
 @pytest.mark.parametrize("cfg_name,recipe,loaded", [
@@ -206,8 +201,7 @@ def test_a_partial_backbone_file_fills_every_trunk_tensor(cfg_name, recipe, load
   network = cfg(cfg_name)
   config = darknet.configure(load_config(recipe), network)
   units, shapes = model_units(config, 64)
-  darknet.check_layers_match(network, units,
-                             lambda path: trees.flatten(shapes["params"])[path].shape)
+  darknet.check_layers_match(network, units, shapes["params"])
   path = tmp_path / "partial.weights"
   darknet.write_weights(path, darknet.random_convs(network, 0, count=loaded))
   _, convs = darknet.read_weights(path, network)
@@ -227,9 +221,8 @@ def test_a_cfg_of_another_network_is_refused_naming_the_layer():
                              network)
   config.model.neck_widths = (128, 256, 256)
   units, shapes = model_units(config, 64)
-  flat = trees.flatten(shapes["params"])
   with pytest.raises(darknet.DarknetFileError, match=r"layer 75 \[convolutional\] 1x1/1 512"):
-    darknet.check_layers_match(network, units, lambda path: flat[path].shape)
+    darknet.check_layers_match(network, units, shapes["params"])
 
 
 def test_the_evaluation_letterbox_is_darknets():
