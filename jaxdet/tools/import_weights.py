@@ -36,7 +36,6 @@ from absl import flags
 from etils import epath
 import jax
 from ml_collections import config_flags
-import numpy as np
 
 from jaxdet import errors
 from jaxdet import runtime
@@ -76,24 +75,6 @@ def read_class_names(path, count):
   if len(names) != count:
     raise WeightsImportError(f"{path} names {len(names)} classes, the model has {count}")
   return names
-
-
-def set_arrays(tree, arrays, collection):
-  """``tree`` (a collection's nested dict of arrays) with ``arrays`` (``{(collection, *path):
-  numpy array}``) in place of its leaves, each checked for shape and put where the old one
-  was (its sharding and dtype)."""
-  flat = trees.flatten(tree)
-  for path, array in arrays.items():
-    if path[0] != collection:
-      continue
-    if path[1:] not in flat:
-      raise WeightsImportError(f"{'/'.join(path)}: the model has no such array; is the recipe "
-                               "the network the weights belong to?")
-    old = flat[path[1:]]
-    if tuple(old.shape) != tuple(array.shape):
-      raise WeightsImportError(f"{'/'.join(path)}: shape {array.shape} for the model's {old.shape}")
-    flat[path[1:]] = jax.device_put(np.asarray(array, old.dtype), old.sharding)
-  return trees.unflatten(flat)
 
 
 def import_darknet(config, cfg_path, weights_path):
@@ -174,13 +155,18 @@ def write_workdir(workdir, config, detector, arrays, class_names, report):
     raise WeightsImportError(f"{workdir} already holds checkpoints; import into a new workdir")
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   state, _, _ = state_lib.build_state(detector, config, sharding.make_mesh())
-  unknown = {path[0] for path in arrays} - {"params", *state.model_state}
-  if unknown:
-    raise WeightsImportError(f"the model has no {', '.join(sorted(unknown))}: is the recipe the "
-                             "network the weights belong to?")
-  params = set_arrays(state.params, arrays, "params")
-  model_state = {name: set_arrays(tree, arrays, name) for name, tree in state.model_state.items()}
-  state = state.replace(params=params, model_state=model_state,
+  # The arrays in place of the fresh ones, each on its sharding and in its dtype; every one of
+  # them must find its array, of its shape, in the model.
+  variables, copied, mismatched = checkpoint.transfer_matching(
+      {"params": state.params, **state.model_state}, trees.unflatten(arrays))
+  missing = sorted({"/".join(path) for path in arrays} - set(copied) - set(mismatched))
+  if missing or mismatched:
+    raise WeightsImportError(
+        f"the recipe's model lacks {checkpoint.listed(missing or ['nothing'])} and shapes "
+        f"differ at {checkpoint.listed(mismatched or ['none'])}: is the recipe the network the "
+        "weights belong to?")
+  params = variables.pop("params")
+  state = state.replace(params=params, model_state=variables,
                         ema_params=params if state.ema_params else state.ema_params)
   run_info.record_start(config, workdir)
   (epath.Path(workdir) / IMPORT_INFO).write_text(json.dumps(report, indent=1))
